@@ -1,0 +1,5 @@
+"""``python -m caldavfs``."""
+
+from caldavfs.cli import run
+
+run()

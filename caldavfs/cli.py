@@ -1,0 +1,376 @@
+"""Command line: argument parsing, credentials, wiring, and the one exception -> message map.
+
+``caldavfs mount [options] URL MOUNTPOINT`` checks the URL and the credentials, then
+mounts; by default it returns once the mount is live. mfusepy is imported lazily, so
+``--help`` and the error paths work without libfuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import netrc
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from caldavfs import __version__
+from caldavfs.cache import ContentCache
+from caldavfs.client import DEFAULT_BATCH, Client
+from caldavfs.dav import DavSession
+from caldavfs.errors import (
+    CaldavfsError,
+    ConfigError,
+    ForbiddenError,
+    InvalidResponseError,
+    NotCalDAVError,
+    TransportError,
+    UnauthorizedError,
+)
+from caldavfs.tree import Tree
+
+log = logging.getLogger("caldavfs")
+
+DEFAULT_TTL = 60.0
+DEFAULT_TIMEOUT = 30.0
+# Kernel-side caching: attributes and names for a second (rclone's documented safe floor);
+# auto_cache drops a file's pages when its mtime or size moved, which every change does.
+DEFAULT_FUSE_OPTIONS: dict[str, str | bool] = {
+    "use_ino": True,
+    "auto_cache": True,
+    "default_permissions": True,
+    "entry_timeout": "1",
+    "attr_timeout": "1",
+    "subtype": "caldavfs",
+}
+
+
+def message_for(exc: BaseException) -> str:
+    """The one place that turns an error into the line a user reads."""
+    if isinstance(exc, UnauthorizedError):
+        return f"authentication failed: the server refused the username or password ({exc})"
+    if isinstance(exc, ForbiddenError):
+        return f"access denied by the server ({exc})"
+    if isinstance(exc, NotCalDAVError):
+        return f"{exc}; is this a CalDAV server URL?"
+    if isinstance(exc, TransportError):
+        return f"cannot reach the server: {exc}"
+    if isinstance(exc, InvalidResponseError):
+        return f"the server's answer was not usable: {exc}"
+    if isinstance(exc, CaldavfsError):
+        return str(exc)
+    return f"unexpected error: {exc!r} (run with --debug for details)"
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+def _parse_fuse_options(values: Sequence[str]) -> dict[str, str | bool]:
+    options: dict[str, str | bool] = {}
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, val = part.partition("=")
+            options[key] = val if sep else True
+    return options
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--username", default=os.environ.get("CALDAVFS_USERNAME"),
+                        help="account name (default: $CALDAVFS_USERNAME, or the login in ~/.netrc)")
+    parser.add_argument("--password-file", metavar="FILE", help="read the password from the first line of FILE")
+    parser.add_argument("--password-command", metavar="CMD",
+                        help="run CMD (through the shell) and take the first line it prints as the password")
+    parser.add_argument("--ca-cert", metavar="FILE", help="trust this CA bundle for the server's TLS certificate")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do NOT verify the server's TLS certificate (logged loudly; for tests only)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"longest wait for one request (default {DEFAULT_TIMEOUT:g})")
+
+
+def _add_mount_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    parser.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPT[,OPT...]",
+                        help="FUSE mount options, e.g. ro,allow_other")
+    parser.add_argument("--cache-ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS",
+                        help=f"ask the server for changes at most this often (default {DEFAULT_TTL:g})")
+    parser.add_argument("--cache-size", type=int, default=64, metavar="MB",
+                        help="memory for calendar data (default 64)")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
+    parser.add_argument("--log-file", metavar="FILE", help="where a background mount writes its log")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument("-d", "--debug", action="store_true",
+                        help="log every request (method, URL, status, time; never credentials)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="caldavfs", description="Mount a CalDAV account as a directory.")
+    parser.add_argument("--version", action="version", version=f"caldavfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mount = sub.add_parser("mount", help="mount a CalDAV account",
+                           description="Mount a CalDAV account: one folder per calendar, one .ics per item. "
+                           "The password comes from --password-file, --password-command, "
+                           "$CALDAVFS_PASSWORD, ~/.netrc, or a prompt; never from the command line.")
+    mount.add_argument("url", help="server root, principal, calendar home or one calendar URL")
+    mount.add_argument("mountpoint", help="an empty directory")
+    _add_connection_options(mount)
+    _add_mount_options(mount)
+
+    demo = sub.add_parser("demo", help="start a local demo server with sample calendars and mount it")
+    demo.add_argument("mountpoint", nargs="?", help="where to mount (default: a new temporary folder)")
+    demo.add_argument("--items", type=int, default=300, help="number of sample items (default 300)")
+    _add_mount_options(demo)
+
+    umount = sub.add_parser("umount", help="unmount a caldavfs mount")
+    umount.add_argument("mountpoint")
+    return parser
+
+
+# --- credentials -------------------------------------------------------------------------
+
+
+@dataclass
+class Credentials:
+    username: str | None
+    password: str | None
+
+
+def resolve_credentials(args: argparse.Namespace, url: str, *, interactive: bool) -> Credentials:
+    """Username and password from the sources the README lists, in that order."""
+    parts = urlsplit(url)
+    if parts.password is not None or parts.username is not None:
+        raise ConfigError("put no credentials in the URL; use --username and a password source")
+    username: str | None = args.username
+    password: str | None = None
+    if args.password_file:
+        try:
+            lines = Path(args.password_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the password file: {exc.strerror}") from exc
+        password = lines[0] if lines else ""
+    elif args.password_command:
+        password = _password_from_command(args.password_command)
+    elif "CALDAVFS_PASSWORD" in os.environ:
+        password = os.environ["CALDAVFS_PASSWORD"]
+    else:
+        login, secret = _from_netrc(parts.hostname or "")
+        if secret is not None and (username is None or username == login):
+            username, password = login or username, secret
+    if username is not None and password is None:
+        if not interactive:
+            raise ConfigError(
+                "no password: set CALDAVFS_PASSWORD, --password-file, --password-command or ~/.netrc"
+            )
+        password = getpass.getpass(f"Password for {username} at {parts.hostname}: ")
+    return Credentials(username, password)
+
+
+def _password_from_command(command: str) -> str:
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ConfigError("the password command did not finish within 60 s") from exc
+    if done.returncode != 0:
+        # Its output may hold the secret: report the status only.
+        raise ConfigError(f"the password command failed with exit status {done.returncode}")
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    return lines[0] if lines else ""
+
+
+def _from_netrc(host: str) -> tuple[str | None, str | None]:
+    try:
+        entry = netrc.netrc().authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return None, None
+    if entry is None:
+        return None, None
+    login, _account, secret = entry
+    return login or None, secret
+
+
+# --- mounting -----------------------------------------------------------------------------
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="caldavfs: %(levelname)s: %(message)s", stream=sys.stderr)
+    # mfusepy logs every ENOENT of a getattr at debug level: keep that out of -d output.
+    logging.getLogger("mfusepy").setLevel(logging.WARNING if not args.debug else logging.INFO)
+
+
+def _check_mountpoint(path: str) -> str:
+    mountpoint = os.path.abspath(path)
+    if not os.path.isdir(mountpoint):
+        raise ConfigError(f"mount point {path} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise ConfigError(f"{path} is already a mount point")
+    return mountpoint
+
+
+def build_tree(url: str, creds: Credentials, args: argparse.Namespace) -> Tree:
+    """Discover the account and list its calendars once, so failures surface before mounting."""
+    verify: bool | str = True
+    if getattr(args, "ca_cert", None):
+        verify = args.ca_cert
+    if getattr(args, "insecure", False):
+        log.warning("TLS certificate verification is OFF (--insecure): anyone on the path can "
+                    "read and change your calendars")
+        verify = False
+    session = DavSession(username=creds.username, password=creds.password,
+                         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT), verify=verify)
+    client = Client(session, batch=max(1, args.batch))
+    found = client.discover(url)
+    tree = Tree(client, found.home_url, calendar_url=found.calendar_url,
+                cache=ContentCache(max(1, args.cache_size) * 1024 * 1024), ttl=max(0.0, args.cache_ttl))
+    names = tree.calendar_names()
+    log.info("%d calendars: %s", len(names), ", ".join(names))
+    return tree
+
+
+def serve(tree: Tree, mountpoint: str, args: argparse.Namespace, *, fsname: str,
+          on_ready: Callable[[], None] | None = None) -> None:
+    """Run the FUSE loop in this process until unmounted (blocking)."""
+    from mfusepy import FUSE  # lazily: libfuse is needed only from here on
+
+    from caldavfs.fs import CaldavFS
+
+    options = dict(DEFAULT_FUSE_OPTIONS)
+    options["fsname"] = fsname
+    options.update(_parse_fuse_options(args.fuse_options))
+    FUSE(CaldavFS(tree, on_ready=on_ready), mountpoint, foreground=True, **options)
+
+
+def mount_background(tree: Tree, mountpoint: str, args: argparse.Namespace, fsname: str) -> int:
+    """Fork; the child serves the mount, the parent returns 0 once the mount is live."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        os.setsid()
+
+        def ready() -> None:
+            os.write(write_end, b"ok")
+            os.close(write_end)
+            _detach_stdio(args.log_file)
+
+        code = 0
+        try:
+            serve(tree, mountpoint, args, fsname=fsname, on_ready=ready)
+        except BaseException as exc:  # report to the waiting parent, whatever happened
+            try:
+                os.write(write_end, b"error:" + message_for(exc).encode())
+            except OSError:
+                pass
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read(4096)
+    if answer.startswith(b"ok"):
+        return 0
+    detail = answer[len(b"error:"):].decode(errors="replace") if answer else "the mount process ended"
+    print(f"caldavfs: mounting failed: {detail}", file=sys.stderr)
+    return 1
+
+
+def _detach_stdio(log_file: str | None) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_file else devnull
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(target, 2)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    _setup_logging(args)
+    mountpoint = _check_mountpoint(args.mountpoint)
+    creds = resolve_credentials(args, args.url, interactive=sys.stdin.isatty())
+    tree = build_tree(args.url, creds, args)
+    parts = urlsplit(args.url)
+    fsname = f"caldavfs:{parts.scheme}://{parts.netloc}{parts.path}"
+    if args.foreground:
+        serve(tree, mountpoint, args, fsname=fsname)
+        return 0
+    return mount_background(tree, mountpoint, args, fsname)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from caldavfs.radicale_server import LocalRadicale
+    from caldavfs.sample import generate
+
+    _setup_logging(args)
+    workdir = Path(tempfile.mkdtemp(prefix="caldavfs-demo-"))
+    mountpoint = _check_mountpoint(args.mountpoint) if args.mountpoint else str(workdir / "mnt")
+    os.makedirs(mountpoint, exist_ok=True)
+    server = LocalRadicale(workdir / "storage")
+    server.seed(generate(items=args.items))
+    server.start()
+    try:
+        creds = Credentials(server.username, server.password)
+        args.timeout, args.ca_cert, args.insecure = DEFAULT_TIMEOUT, None, False
+        tree = build_tree(server.url, creds, args)
+        calendars = tree.calendar_names()
+
+        def ready() -> None:
+            print(f"caldavfs demo: Radicale at {server.url} with {args.items} sample items, "
+                  f"mounted at {mountpoint}\n"
+                  f"  calendars: {' '.join(calendars)}\n"
+                  f"  try:  ls -l {mountpoint}/work\n"
+                  f"        cat {mountpoint}/work/displayname; echo\n"
+                  f"        grep -rl 'Standup' {mountpoint}\n"
+                  f"        rsync -a {mountpoint}/ /tmp/calendar-backup/\n"
+                  f"  Ctrl-C unmounts and stops the server.", flush=True)
+
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        serve(tree, mountpoint, args, fsname=f"caldavfs:{server.url}", on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    for tool in (["fusermount3", "-u"], ["fusermount", "-u"], ["umount"]):
+        if shutil.which(tool[0]):
+            return subprocess.run([*tool, args.mountpoint], check=False).returncode
+    raise ConfigError("no fusermount or umount found")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "mount": cmd_mount,
+    "demo": cmd_demo,
+    "umount": cmd_umount,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except CaldavfsError as exc:
+        print(f"caldavfs: {message_for(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"caldavfs: {message_for(exc)}", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""CalDAV semantics: discovery, calendars, listings, multiget, and exact item bytes.
+
+Discovery follows RFC 6764 (``/.well-known/caldav``), RFC 5397 (current-user-principal)
+and RFC 4791 6.2.1 (calendar-home-set). Hrefs are kept exactly as the server spelled
+them for requests, and compared through ``canonical_href`` (servers differ in hex case
+and in whether ``@`` is encoded). No filesystem names and no cache policy here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+from caldavfs import davxml as x
+from caldavfs.dav import DavSession, origin
+from caldavfs.errors import (
+    DavError,
+    InvalidResponseError,
+    MethodNotAllowedError,
+    NotCalDAVError,
+    NotFoundError,
+    ServerError,
+    TransportError,
+    UnauthorizedError,
+)
+
+log = logging.getLogger(__name__)
+
+CALENDAR_PROPS = (
+    x.RESOURCETYPE,
+    x.DISPLAYNAME,
+    x.GETCTAG,
+    x.SYNC_TOKEN,
+    x.CALENDAR_COLOR,
+    x.SUPPORTED_COMPONENTS,
+)
+ITEM_PROPS = (x.RESOURCETYPE, x.GETETAG, x.GETCONTENTLENGTH, x.GETLASTMODIFIED, x.GETCONTENTTYPE)
+DEFAULT_BATCH = 100
+
+_SAFE = "/!$&'()*+,;=:@~"
+
+
+def canonical_href(href: str, base: str) -> str:
+    """One spelling per resource: absolute, percent-decoded then re-encoded uniformly.
+
+    Each segment is decoded and encoded on its own, so an encoded ``/`` (``%2F``) stays
+    inside its segment.
+    """
+    parts = urlsplit(urljoin(base, href.strip()))
+    segments = [quote(unquote(seg, errors="surrogateescape"), safe=_SAFE[1:], errors="surrogateescape")
+                for seg in parts.path.split("/")]
+    path = "/".join(segments) or "/"
+    scheme, host, port = origin(urlunsplit(parts))
+    default = 443 if scheme == "https" else 80
+    netloc = host if port == default else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, path, "", ""))
+
+
+def last_segment(href: str) -> str:
+    """The percent-decoded last path segment of an href (the name's source)."""
+    path = urlsplit(href).path.rstrip("/")
+    return unquote(path.rsplit("/", 1)[-1], errors="surrogateescape")
+
+
+def is_child(child: str, parent: str) -> bool:
+    """True for a direct member: same origin, one more non-empty path segment."""
+    parent = parent if parent.endswith("/") else parent + "/"
+    if not child.startswith(parent):
+        return False
+    rest = child[len(parent):].rstrip("/")
+    return bool(rest) and "/" not in rest and rest not in (".", "..", "%2E", "%2E%2E")
+
+
+@dataclass(frozen=True)
+class CalendarInfo:
+    """A calendar collection as the home-set listing describes it."""
+
+    url: str
+    key: str
+    displayname: str | None = None
+    color: str | None = None
+    ctag: str | None = None
+    sync_token: str | None = None
+    components: tuple[str, ...] = ()
+
+    @property
+    def change_tag(self) -> str | None:
+        """What tells that anything in the calendar changed, if the server has it."""
+        if self.sync_token is None and self.ctag is None:
+            return None
+        return f"{self.ctag}|{self.sync_token}"
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """A calendar object resource as a Depth-1 listing describes it."""
+
+    url: str
+    key: str
+    etag: str
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Discovery:
+    home_url: str
+    calendar_url: str | None = None  # set when the user's URL is itself one calendar
+
+
+def parse_http_date(value: str | None) -> int | None:
+    """getlastmodified -> ns since the epoch; also SOGo's "+0000" form. None when odd."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        log.debug("unparseable getlastmodified %r", value)
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        return int(when.timestamp()) * 1_000_000_000
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+_ICAL_STAMP = re.compile(rb"^(LAST-MODIFIED|DTSTAMP)(?:;[^:\r\n]*)?:(\d{8}T\d{6})Z?\s*$", re.M | re.I)
+
+
+def data_mtime(data: bytes) -> int | None:
+    """mtime from the item itself: the newest LAST-MODIFIED, else the newest DTSTAMP.
+
+    For servers that send no getlastmodified (Xandikos); stable across remounts.
+    """
+    unfolded = re.sub(rb"\r?\n[ \t]", b"", data)
+    found: dict[bytes, list[int]] = {b"LAST-MODIFIED": [], b"DTSTAMP": []}
+    for match in _ICAL_STAMP.finditer(unfolded):
+        try:
+            when = datetime.strptime(match.group(2).decode(), "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+        found[match.group(1).upper()].append(int(when.timestamp()) * 1_000_000_000)
+    stamps = found[b"LAST-MODIFIED"] or found[b"DTSTAMP"]
+    return max(stamps) if stamps else None
+
+
+def restore_bytes(text: str, expected_size: int | None) -> bytes | None:
+    """The stored bytes of calendar-data whose CRLFs an XML parser turned into LF.
+
+    Most servers store CRLF; some (SabreDAV 1.8) keep bare LF as uploaded. The listing's
+    getcontentlength tells which; None when neither form has that length.
+    """
+    lf = text.replace("\r\n", "\n").replace("\r", "\n")
+    crlf = lf.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
+    if expected_size is None or len(crlf) == expected_size:
+        return crlf
+    plain = lf.encode("utf-8", "surrogateescape")
+    if len(plain) == expected_size:
+        return plain
+    return None
+
+
+def _calendar_info(url: str, response: x.DavResponse) -> CalendarInfo:
+    url = url if url.endswith("/") else url + "/"
+    return CalendarInfo(
+        url=url,
+        key=canonical_href(url, url),
+        displayname=response.text(x.DISPLAYNAME) or None,
+        color=response.text(x.CALENDAR_COLOR) or None,
+        ctag=response.text(x.GETCTAG) or None,
+        sync_token=response.text(x.SYNC_TOKEN) or None,
+        components=response.hrefs(x.SUPPORTED_COMPONENTS),
+    )
+
+
+class Client:
+    """CalDAV operations on one account, over a ``DavSession``."""
+
+    def __init__(self, session: DavSession, batch: int = DEFAULT_BATCH) -> None:
+        self.session = session
+        self.batch = batch
+
+    # --- discovery --------------------------------------------------------------------
+
+    def discover(self, url: str) -> Discovery:
+        """Find the calendar home for ``url``: a server root, principal, home-set or calendar."""
+        self.session.trust(url)
+        parts = urlsplit(url)
+        well_known = urlunsplit((parts.scheme, parts.netloc, "/.well-known/caldav", "", ""))
+        candidates = [well_known, url] if parts.path in ("", "/") else [url, well_known]
+        problems: list[str] = []
+        for candidate in candidates:
+            try:
+                found = self._discover_from(candidate)
+            except (NotFoundError, MethodNotAllowedError, InvalidResponseError) as exc:
+                problems.append(str(exc))
+                continue
+            except DavError as exc:
+                if isinstance(exc, UnauthorizedError):
+                    raise
+                problems.append(str(exc))
+                continue
+            if found is not None:
+                log.info("calendar home: %s", found.home_url)
+                return found
+        detail = "; ".join(problems[-2:])
+        raise NotCalDAVError(f"no CalDAV calendar home found at {url}" + (f" ({detail})" if detail else ""))
+
+    def _propfind_one(self, url: str, props: Sequence[str]) -> x.DavResponse | None:
+        answer = self.propfind(url, props, depth="0")
+        for response in answer.responses:
+            if response.status in (404, 410):
+                # Xandikos answers a PROPFIND on a missing URL with 207 and an inner 404.
+                raise NotFoundError(f"PROPFIND {url}: 404 inside 207", status=404, url=url)
+            return response
+        return None
+
+    def _discover_from(self, url: str) -> Discovery | None:
+        first = self._propfind_one(url, (x.RESOURCETYPE, x.CURRENT_USER_PRINCIPAL, x.CALENDAR_HOME_SET))
+        if first is None:
+            return None
+        base = urljoin(url, first.href)
+        if x.CALENDAR in first.markers():
+            parent = urljoin(base.rstrip("/") + "/", "..")
+            return Discovery(home_url=parent, calendar_url=base if base.endswith("/") else base + "/")
+        homes = first.hrefs(x.CALENDAR_HOME_SET)
+        if not homes:
+            for principal in first.hrefs(x.CURRENT_USER_PRINCIPAL):
+                principal_url = urljoin(base, principal)
+                found = self._propfind_one(principal_url, (x.CALENDAR_HOME_SET,))
+                if found is not None and found.hrefs(x.CALENDAR_HOME_SET):
+                    homes = tuple(urljoin(principal_url, h) for h in found.hrefs(x.CALENDAR_HOME_SET))
+                    base = principal_url
+                    break
+        if homes:
+            home = urljoin(base, homes[0])
+            # The server named this home (iCloud puts it on a pNN-caldav host): credentials may go there.
+            self.session.trust(home)
+            return Discovery(home_url=home if home.endswith("/") else home + "/")
+        # No principal: a plain collection may still be a home if calendars live in it.
+        if x.COLLECTION in first.markers() and self.list_calendars(base):
+            return Discovery(home_url=base if base.endswith("/") else base + "/")
+        return None
+
+    # --- listings -----------------------------------------------------------------------
+
+    def propfind(self, url: str, props: Sequence[str], depth: str) -> x.Multistatus:
+        response = self.session.request("PROPFIND", url, body=x.propfind(props), depth=depth, ok=(207,))
+        return x.parse_multistatus(response.body, f"PROPFIND {url}")
+
+    def calendar_info(self, url: str) -> CalendarInfo | None:
+        """One calendar's properties (PROPFIND Depth 0), for a mount of a single calendar."""
+        found = self._propfind_one(url, CALENDAR_PROPS)
+        if found is None or x.CALENDAR not in found.markers():
+            return None
+        return _calendar_info(url, found)
+
+    def list_calendars(self, home_url: str) -> list[CalendarInfo]:
+        """Calendars in the home-set, from one PROPFIND Depth 1 (with their change tags)."""
+        answer = self.propfind(home_url, CALENDAR_PROPS, depth="1")
+        home_key = canonical_href(home_url, home_url)
+        seen: set[str] = set()
+        calendars: list[CalendarInfo] = []
+        for response in answer.responses:
+            url = urljoin(home_url, response.href)
+            key = canonical_href(url, home_url)
+            if not key.endswith("/"):
+                key += "/"
+            if key == home_key or key in seen or response.status not in (None, 200):
+                continue
+            # Decide by the calendar marker alone: SOGo marks its personal calendar as
+            # calendar and schedule-outbox at once.
+            if x.CALENDAR not in response.markers():
+                continue
+            if not is_child(key, home_key):
+                log.warning("%s: calendar %s is outside the home-set, skipped", home_url, response.href)
+                continue
+            seen.add(key)
+            calendars.append(_calendar_info(url, response))
+        return calendars
+
+    def list_items(self, calendar_url: str) -> dict[str, ItemInfo]:
+        """Members of a calendar by canonical href, from one PROPFIND Depth 1."""
+        answer = self.propfind(calendar_url, ITEM_PROPS, depth="1")
+        cal_key = canonical_href(calendar_url, calendar_url)
+        items: dict[str, ItemInfo] = {}
+        for response in answer.responses:
+            url = urljoin(calendar_url, response.href)
+            key = canonical_href(url, calendar_url)
+            if key.rstrip("/") == cal_key.rstrip("/"):
+                if response.status in (404, 410):
+                    raise NotFoundError(f"PROPFIND {calendar_url}: calendar is gone", status=404)
+                continue  # the collection itself (iCloud lists it among the items)
+            if x.COLLECTION in response.markers() or response.status not in (None, 200):
+                continue
+            if not is_child(key, cal_key):
+                log.warning("%s: item %r is outside the calendar, skipped", calendar_url, response.href)
+                continue
+            if key in items:
+                log.warning("%s: duplicate href %r in one answer, kept the first", calendar_url, response.href)
+                continue
+            etag = response.text(x.GETETAG)
+            if not etag:
+                log.warning("%s: item %r has no etag, skipped", calendar_url, response.href)
+                continue
+            size_text = response.text(x.GETCONTENTLENGTH)
+            size = int(size_text) if size_text and size_text.isdigit() else None
+            items[key] = ItemInfo(
+                url=url, key=key, etag=etag, size=size,
+                mtime_ns=parse_http_date(response.text(x.GETLASTMODIFIED)),
+            )
+        return items
+
+    # --- calendar data ------------------------------------------------------------------
+
+    def fetch(self, calendar_url: str, items: Sequence[ItemInfo]) -> Iterator[tuple[ItemInfo, str, bytes]]:
+        """Exact bytes of ``items`` by calendar-multiget in batches.
+
+        Yields (item as asked, etag the server sent, bytes). A batch that times out, fails
+        with 5xx or comes back short is asked again in smaller pieces; an href the server
+        leaves out is asked again, never taken as deleted. Items the server says are gone
+        are simply not yielded.
+        """
+        pending = list(items)
+        size = max(1, self.batch)
+        while pending:
+            chunk, pending = pending[:size], pending[size:]
+            try:
+                got, missing = self._multiget(calendar_url, chunk)
+            except (TransportError, ServerError, InvalidResponseError) as exc:
+                if len(chunk) == 1:
+                    raise
+                size = max(1, len(chunk) // 2)
+                log.info("multiget of %d items failed (%s); retrying %d at a time", len(chunk), exc, size)
+                pending = chunk + pending
+                continue
+            yield from got
+            if missing:
+                if len(chunk) == 1:
+                    log.warning("%s: server left %s out of its answer", calendar_url, chunk[0].url)
+                    continue
+                # A short answer (Zoho stops at 100 without saying so): ask again, as many as it gave.
+                size = max(1, len(got))
+                pending = missing + pending
+
+    def _multiget(
+        self, calendar_url: str, chunk: Sequence[ItemInfo]
+    ) -> tuple[list[tuple[ItemInfo, str, bytes]], list[ItemInfo]]:
+        by_key = {item.key: item for item in chunk}
+        body = x.calendar_multiget(urlsplit(item.url).path for item in chunk)
+        response = self.session.request("REPORT", calendar_url, body=body, depth="1", ok=(207,))
+        answer = x.parse_multistatus(response.body, f"REPORT {calendar_url}")
+        got: list[tuple[ItemInfo, str, bytes]] = []
+        for entry in answer.responses:
+            key = canonical_href(urljoin(calendar_url, entry.href), calendar_url)
+            item = by_key.pop(key, None)
+            if item is None:
+                continue  # not asked for, or a duplicate
+            if entry.status in (404, 410):
+                log.info("%s is gone from the server", item.url)
+                continue
+            text = entry.text(x.CALENDAR_DATA)
+            etag = entry.text(x.GETETAG) or item.etag
+            size = item.size if etag == item.etag else None
+            data = restore_bytes(text, size) if text is not None else None
+            if data is None:
+                # Neither CRLF nor LF gives the listed length, or no calendar-data came back
+                # (Xandikos answers 404 for it on items stored without .ics): GET decides.
+                data, get_etag = self.get(item.url)
+                etag = get_etag or etag
+            got.append((item, etag, data))
+        return got, list(by_key.values())
+
+    def get(self, url: str) -> tuple[bytes, str]:
+        response = self.session.request("GET", url, ok=(200,))
+        return response.body, response.headers.get("ETag", "")

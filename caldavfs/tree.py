@@ -1,0 +1,400 @@
+"""The filesystem model without FUSE: paths, names, stat values and file contents.
+
+The root lists the calendars of the home-set; each calendar directory lists one ``.ics``
+file per calendar object plus the vdir metadata files ``displayname`` and ``color``.
+
+Consistency model: the home-set is asked at most once per ``ttl`` seconds (one PROPFIND
+Depth 1 that carries every calendar's ctag and sync-token); a calendar is listed again
+only when its change tag moved (or, for servers without one, when the TTL passed).
+Contents come from the content cache keyed by (href, etag); a miss fetches a batch of
+uncached siblings with calendar-multiget. What is known stays served when the server is
+away. Thread-safe: FUSE calls this from many threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from caldavfs import names
+from caldavfs.cache import ContentCache
+from caldavfs.client import CalendarInfo, Client, ItemInfo, data_mtime, last_segment
+from caldavfs.errors import CaldavfsError, NotFoundError, TransportError
+
+log = logging.getLogger(__name__)
+
+SECOND = 1_000_000_000
+META_DISPLAYNAME = "displayname"
+META_COLOR = "color"
+_COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
+# After a failed refresh, wait this long before asking a silent server again, so that
+# every call does not block for a whole timeout while it is away.
+RETRY_AFTER_FAILURE = 5.0
+
+
+@dataclass(frozen=True)
+class Node:
+    """What ``stat`` shows for one path."""
+
+    kind: Literal["dir", "file"]
+    ino: int
+    size: int = 0
+    mtime_ns: int = 0
+    nlink: int = 1
+
+
+def inode(key: str) -> int:
+    """A stable inode number per href (or per metadata file)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) | 2  # positive, never 1 (the root)
+
+
+@dataclass
+class Item:
+    info: ItemInfo
+    name: str = ""
+    size: int | None = None
+    mtime_ns: int | None = None
+    # (size, mtime) shown for the previous etag: a changed item must differ in one of them.
+    previous: tuple[int, int] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.size is not None and self.mtime_ns is not None
+
+    def settle(self) -> None:
+        """Make sure that a changed item shows a new mtime or size, so rsync copies it."""
+        if self.previous is not None and self.size is not None and self.mtime_ns is not None:
+            if (self.size, self.mtime_ns) == self.previous:
+                self.mtime_ns += SECOND
+            self.previous = None
+
+
+@dataclass
+class Calendar:
+    info: CalendarInfo
+    name: str
+    ino: int
+    items: dict[str, Item] = field(default_factory=dict)  # by file name
+    by_key: dict[str, Item] = field(default_factory=dict)  # by canonical href
+    listed: bool = False
+    stale: bool = True
+    listed_tag: str | None = None
+    mtime_ns: int = 0
+    retry_at: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    fetch_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def meta(self) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        if self.info.displayname:
+            files[META_DISPLAYNAME] = self.info.displayname.encode("utf-8")
+        color = self.info.color or ""
+        # Apple's calendar-color is often #RRGGBBAA; khal accepts only #RRGGBB.
+        if _COLOR.match(color):
+            files[META_COLOR] = color[:7].encode("ascii")
+        return files
+
+
+class Tree:
+    """Paths -> nodes and bytes, over a ``Client`` and a ``ContentCache``."""
+
+    def __init__(
+        self,
+        client: Client,
+        home_url: str,
+        *,
+        cache: ContentCache | None = None,
+        ttl: float = 60.0,
+        calendar_url: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.home_url = home_url
+        self.calendar_url = calendar_url
+        self.cache = cache or ContentCache()
+        self.ttl = ttl
+        self._clock = clock
+        self._calendars: dict[str, Calendar] = {}
+        self._home_lock = threading.Lock()
+        self._home_loaded = False
+        self._home_fresh_until = 0.0
+
+    # --- public API (what fs.py calls) ------------------------------------------------
+
+    def getattr(self, path: str) -> Node:
+        parts = _split(path)
+        if not parts:
+            return self._root_node()
+        cal = self._calendar(parts[0])
+        if len(parts) == 1:
+            self._ensure_listed(cal)
+            return Node("dir", cal.ino, 0, cal.mtime_ns, nlink=2)
+        if len(parts) == 2:
+            return self._child_node(cal, parts[1])
+        raise NotFoundError(f"{path}: no such file")
+
+    def readdir(self, path: str) -> list[tuple[str, Node]]:
+        parts = _split(path)
+        if not parts:
+            cals = self._home()
+            return [(c.name, Node("dir", c.ino, 0, c.mtime_ns, nlink=2)) for c in cals.values()]
+        if len(parts) > 1:
+            raise NotFoundError(f"{path}: not a directory")
+        cal = self._calendar(parts[0])
+        self._ensure_listed(cal)
+        entries = [(n, self._meta_node(cal, n, data)) for n, data in cal.meta().items()]
+        with cal.lock:
+            items = sorted(cal.items.values(), key=lambda i: i.name)
+        for item in items:
+            self._ensure_complete(cal, item)
+            entries.append((item.name, self._item_node(item)))
+        return entries
+
+    def read_file(self, path: str) -> bytes:
+        """The whole content of a file, exactly the bytes its size promises."""
+        parts = _split(path)
+        if len(parts) != 2:
+            raise NotFoundError(f"{path}: no such file")
+        cal = self._calendar(parts[0])
+        self._ensure_listed(cal)
+        meta = cal.meta()
+        if parts[1] in meta:
+            return meta[parts[1]]
+        item = cal.items.get(parts[1])
+        if item is None:
+            raise NotFoundError(f"{path}: no such file")
+        return self._content(cal, item)
+
+    def calendar_names(self) -> list[str]:
+        return list(self._home())
+
+    def stats(self) -> dict[str, object]:
+        """Request counts, cache use and reachability, without asking the server."""
+        return {
+            "server": self.home_url,
+            "reachable": self.client.session.reachable,
+            "calendars": sorted(self._calendars),
+            "items": sum(len(c.by_key) for c in self._calendars.values()),
+            "cache_bytes": self.cache.used_bytes,
+            "cache_entries": len(self.cache),
+            "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            **self.client.session.stats.snapshot(),
+        }
+
+    # --- home-set -----------------------------------------------------------------------
+
+    def _home(self) -> dict[str, Calendar]:
+        if self._home_fresh_until > self._clock():
+            return self._calendars
+        with self._home_lock:
+            if self._home_fresh_until > self._clock():
+                return self._calendars
+            try:
+                infos = self._list_calendars()
+            except TransportError as exc:
+                if not self._home_loaded:
+                    raise
+                log.warning("keeping the last calendar list: %s", exc)
+                self._home_fresh_until = self._clock() + min(self.ttl, RETRY_AFTER_FAILURE)
+                return self._calendars
+            self._apply_calendars(infos)
+            self._home_loaded = True
+            self._home_fresh_until = self._clock() + self.ttl
+            return self._calendars
+
+    def _list_calendars(self) -> list[CalendarInfo]:
+        if self.calendar_url is None:
+            return self.client.list_calendars(self.home_url)
+        info = self.client.calendar_info(self.calendar_url)
+        return [info] if info else []
+
+    def _apply_calendars(self, infos: list[CalendarInfo]) -> None:
+        by_key = {c.info.key: c for c in self._calendars.values()}
+        assigned = names.assign({i.key: last_segment(i.url) for i in infos}, item=False)
+        fresh: dict[str, Calendar] = {}
+        for info in infos:
+            cal = by_key.get(info.key)
+            if cal is None:
+                cal = Calendar(info=info, name=assigned[info.key], ino=inode(info.key))
+            else:
+                with cal.lock:
+                    if info.change_tag is None or info.change_tag != cal.listed_tag:
+                        cal.stale = True
+                    cal.info = info
+                    cal.name = assigned[info.key]
+            fresh[cal.name] = cal
+        self._calendars = fresh
+
+    def _calendar(self, name: str) -> Calendar:
+        cal = self._home().get(name)
+        if cal is None:
+            raise NotFoundError(f"/{name}: no such calendar")
+        return cal
+
+    def _root_node(self) -> Node:
+        cals = self._home()
+        mtime = 0
+        for cal in cals.values():
+            # The root's mtime is the newest calendar's: stable across runs, so a repeated
+            # rsync leaves the backup's top folder alone.
+            self._ensure_listed(cal)
+            mtime = max(mtime, cal.mtime_ns)
+        return Node("dir", 1, 0, mtime, nlink=2 + len(cals))
+
+    # --- one calendar -----------------------------------------------------------------
+
+    def _ensure_listed(self, cal: Calendar) -> None:
+        self._home()
+        if cal.listed and not cal.stale:
+            return
+        with cal.lock:
+            if cal.listed and (not cal.stale or cal.retry_at > self._clock()):
+                return
+            # Take the tag before listing: a change during the listing then shows next time.
+            tag = cal.info.change_tag
+            try:
+                infos = self.client.list_items(cal.info.url)
+            except TransportError as exc:
+                if not cal.listed:
+                    raise
+                log.warning("%s: keeping the last listing: %s", cal.name, exc)
+                cal.retry_at = self._clock() + min(self.ttl, RETRY_AFTER_FAILURE)
+                return
+            self._apply_items(cal, infos)
+            cal.listed_tag = tag
+            cal.stale = False
+            cal.listed = True
+        self._complete_all(cal)
+
+    def _apply_items(self, cal: Calendar, infos: dict[str, ItemInfo]) -> None:
+        changed = cal.listed and set(infos) != set(cal.by_key)
+        by_key: dict[str, Item] = {}
+        for key, info in infos.items():
+            old = cal.by_key.get(key)
+            if old is not None and old.info.etag == info.etag:
+                old.info = info
+                by_key[key] = old
+                continue
+            item = Item(info=info, size=info.size, mtime_ns=info.mtime_ns)
+            if old is not None:
+                changed = True
+                if old.complete:
+                    item.previous = (old.size or 0, old.mtime_ns or 0)
+            by_key[key] = item
+        assigned = names.assign({k: last_segment(i.url) for k, i in infos.items()}, item=True)
+        items: dict[str, Item] = {}
+        for key, item in by_key.items():
+            item.name = assigned[key]
+            item.settle()
+            items[item.name] = item
+        cal.by_key, cal.items = by_key, items
+        newest = max((i.mtime_ns or 0 for i in by_key.values()), default=0)
+        if changed:
+            # khal takes a calendar folder's mtime as its ctag: any change must move it.
+            cal.mtime_ns = max(newest, time.time_ns(), cal.mtime_ns + SECOND)
+        else:
+            cal.mtime_ns = max(newest, cal.mtime_ns)
+
+    def _complete_all(self, cal: Calendar) -> None:
+        """Fetch the data of items whose size or mtime only the data can tell (Xandikos
+        sends no getlastmodified), in batches, before anything is reported."""
+        with cal.lock:
+            missing = [i for i in cal.by_key.values() if not i.complete]
+        if missing:
+            self._fetch(cal, missing)
+            with cal.lock:
+                cal.mtime_ns = max([cal.mtime_ns] + [i.mtime_ns or 0 for i in cal.by_key.values()])
+
+    def _ensure_complete(self, cal: Calendar, item: Item) -> None:
+        if not item.complete:
+            self._content(cal, item)
+            if not item.complete:
+                raise TransportError(f"{cal.name}/{item.name}: size not known")
+
+    def _child_node(self, cal: Calendar, name: str) -> Node:
+        self._ensure_listed(cal)
+        meta = cal.meta()
+        if name in meta:
+            return self._meta_node(cal, name, meta[name])
+        item = cal.items.get(name)
+        if item is None:
+            raise NotFoundError(f"/{cal.name}/{name}: no such file")
+        self._ensure_complete(cal, item)
+        return self._item_node(item)
+
+    def _meta_node(self, cal: Calendar, name: str, data: bytes) -> Node:
+        return Node("file", inode(cal.info.key + "#" + name), len(data), cal.mtime_ns)
+
+    @staticmethod
+    def _item_node(item: Item) -> Node:
+        return Node("file", inode(item.info.key), item.size or 0, item.mtime_ns or 0)
+
+    # --- contents -----------------------------------------------------------------------
+
+    def _content(self, cal: Calendar, item: Item) -> bytes:
+        data = self.cache.get(item.info.key, item.info.etag)
+        if data is not None:
+            return data
+        with cal.fetch_lock:
+            data = self.cache.get(item.info.key, item.info.etag)
+            if data is not None:
+                return data
+            # Take uncached siblings along, in name order from this one on: rsync, tar and
+            # grep read a folder in that order, so the next reads are already here.
+            with cal.lock:
+                ordered = sorted(cal.items.values(), key=lambda i: i.name)
+            start = next((n for n, i in enumerate(ordered) if i is item), 0)
+            batch = [item]
+            for other in ordered[start + 1:] + ordered[:start]:
+                if len(batch) >= self.client.batch:
+                    break
+                if (other.info.key, other.info.etag) not in self.cache:
+                    batch.append(other)
+            found = self._fetch(cal, batch)
+        data = found.get(item.info.key)
+        if data is None:
+            cal.stale = True
+            raise NotFoundError(f"/{cal.name}/{item.name}: gone from the server")
+        return data
+
+    def _fetch(self, cal: Calendar, items: list[Item]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for info, etag, data in self.client.fetch(cal.info.url, [i.info for i in items]):
+            with cal.lock:
+                item = cal.by_key.get(info.key)
+                if item is None:
+                    continue
+                if etag != item.info.etag:
+                    # Changed since the listing: show the new version, list again soon.
+                    log.info("%s changed on the server since it was listed", info.url)
+                    if item.complete:
+                        item.previous = (item.size or 0, item.mtime_ns or 0)
+                    item.info = ItemInfo(url=info.url, key=info.key, etag=etag, size=len(data))
+                    item.mtime_ns = None
+                    cal.stale = True
+                if item.size != len(data):
+                    if item.size is not None and item.previous is None:
+                        log.info("%s: server's getcontentlength %d, data %d bytes", info.url,
+                                 item.size, len(data))
+                    item.size = len(data)
+                if item.mtime_ns is None:
+                    item.mtime_ns = data_mtime(data) or cal.mtime_ns or 0
+                item.settle()
+            self.cache.put(info.key, etag, data)
+            found[info.key] = data
+        return found
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+__all__ = ["CaldavfsError", "Node", "Tree"]
