@@ -8,6 +8,7 @@ mounts; by default it returns once the mount is live. mfusepy is imported lazily
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import logging
 import netrc
@@ -106,6 +107,9 @@ def _add_mount_options(parser: argparse.ArgumentParser) -> None:
                         help=f"ask the server for changes at most this often (default {DEFAULT_TTL:g})")
     parser.add_argument("--cache-size", type=int, default=64, metavar="MB",
                         help="memory for calendar data (default 64)")
+    parser.add_argument("--read-only", action="store_true", help="refuse every write (EROFS), like -o ro")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="where caldavfs keeps its files, e.g. conflicts/ (default ~/.cache/caldavfs)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
     parser.add_argument("--log-file", metavar="FILE", help="where a background mount writes its log")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -244,11 +248,22 @@ def serve(tree: Tree, mountpoint: str, args: argparse.Namespace, *, fsname: str,
     from mfusepy import FUSE  # lazily: libfuse is needed only from here on
 
     from caldavfs.fs import CaldavFS
+    from caldavfs.writer import Writer
 
     options = dict(DEFAULT_FUSE_OPTIONS)
     options["fsname"] = fsname
     options.update(_parse_fuse_options(args.fuse_options))
-    FUSE(CaldavFS(tree, on_ready=on_ready), mountpoint, foreground=True, **options)
+    read_only = bool(args.read_only or options.get("ro"))
+    writer = Writer(tree, cache_dir(args) / "conflicts", read_only=read_only)
+    FUSE(CaldavFS(tree, writer, on_ready=on_ready), mountpoint, foreground=True, **options)
+
+
+def cache_dir(args: argparse.Namespace) -> Path:
+    """--cache-dir, else $XDG_CACHE_HOME/caldavfs (~/.cache/caldavfs)."""
+    if getattr(args, "cache_dir", None):
+        return Path(args.cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "caldavfs"
 
 
 def mount_background(tree: Tree, mountpoint: str, args: argparse.Namespace, fsname: str) -> int:
@@ -268,10 +283,8 @@ def mount_background(tree: Tree, mountpoint: str, args: argparse.Namespace, fsna
         try:
             serve(tree, mountpoint, args, fsname=fsname, on_ready=ready)
         except BaseException as exc:  # report to the waiting parent, whatever happened
-            try:
+            with contextlib.suppress(OSError):
                 os.write(write_end, b"error:" + message_for(exc).encode())
-            except OSError:
-                pass
             code = 1
         os._exit(code)
     os.close(write_end)

@@ -380,3 +380,61 @@ class Client:
     def get(self, url: str) -> tuple[bytes, str]:
         response = self.session.request("GET", url, ok=(200,))
         return response.body, response.headers.get("ETag", "")
+
+    # --- writes -------------------------------------------------------------------------
+
+    def item_info(self, url: str) -> ItemInfo | None:
+        """One item's etag, length and mtime (PROPFIND Depth 0); None when it is gone."""
+        try:
+            found = self._propfind_one(url, ITEM_PROPS)
+        except NotFoundError:
+            return None
+        etag = found.text(x.GETETAG) if found else None
+        if found is None or not etag:
+            return None
+        size_text = found.text(x.GETCONTENTLENGTH)
+        return ItemInfo(
+            url=url, key=canonical_href(url, url), etag=etag,
+            size=int(size_text) if size_text and size_text.isdigit() else None,
+            mtime_ns=parse_http_date(found.text(x.GETLASTMODIFIED)),
+        )
+
+    def put(self, url: str, data: bytes, *, etag: str | None) -> str | None:
+        """Upload an item: If-Match its etag to replace, If-None-Match: * to create.
+
+        Returns the ETag header, which servers that rewrote the data may leave out.
+        """
+        headers = {"Content-Type": "text/calendar; charset=utf-8"}
+        if etag:
+            headers["If-Match"] = etag
+        else:
+            headers["If-None-Match"] = "*"
+        response = self.session.request("PUT", url, body=data, headers=headers, ok=(200, 201, 204))
+        return response.headers.get("ETag") or None
+
+    def delete(self, url: str, *, etag: str | None = None) -> None:
+        headers = {"If-Match": etag} if etag else {}
+        try:
+            # Radicale answers 200 with a body; the others 204.
+            self.session.request("DELETE", url, headers=headers, ok=(200, 204))
+        except NotFoundError:
+            if etag:
+                raise
+            # Cyrus answers 404 to a calendar DELETE that worked.
+
+    def move(self, src: str, dst: str, *, etag: str | None) -> None:
+        headers = {"Destination": dst, "Overwrite": "F"}
+        if etag:
+            headers["If-Match"] = etag
+        self.session.request("MOVE", src, headers=headers, ok=(201, 204))
+
+    def mkcalendar(self, url: str, displayname: str | None = None) -> None:
+        body = x.mkcalendar(displayname)
+        self.session.request("MKCALENDAR", url, body=body, ok=(200, 201))
+
+    def proppatch(self, url: str, props: dict[str, str | None]) -> None:
+        response = self.session.request("PROPPATCH", url, body=x.proppatch(props), ok=(200, 207))
+        if response.status == 207:
+            for entry in x.parse_proppatch_failures(response.body, f"PROPPATCH {url}"):
+                raise DavError(f"PROPPATCH {url}: the server refused {entry}", status=403, url=url)
+

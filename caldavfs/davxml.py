@@ -141,6 +141,29 @@ def sync_collection(token: str | None, props: Iterable[str]) -> bytes:
     return _serialize(root)
 
 
+def mkcalendar(displayname: str | None = None) -> bytes:
+    """RFC 4791 5.3.1; a calendar for events and todos."""
+    root = _root(CALDAV, "mkcalendar")
+    prop = etree.SubElement(etree.SubElement(root, _t(DAV, "set")), _PROP)
+    if displayname:
+        etree.SubElement(prop, DISPLAYNAME).text = displayname
+    comps = etree.SubElement(prop, SUPPORTED_COMPONENTS)
+    for name in ("VEVENT", "VTODO", "VJOURNAL"):
+        etree.SubElement(comps, _t(CALDAV, "comp"), name=name)
+    return _serialize(root)
+
+
+def proppatch(props: dict[str, str | None]) -> bytes:
+    """Set (value) or remove (None) text properties."""
+    root = _root(DAV, "propertyupdate")
+    for name, value in props.items():
+        action = etree.SubElement(root, _t(DAV, "set" if value is not None else "remove"))
+        el = etree.SubElement(etree.SubElement(action, _PROP), name)
+        if value is not None:
+            el.text = value
+    return _serialize(root)
+
+
 # --- parsing answers ---------------------------------------------------------------------
 
 
@@ -272,3 +295,16 @@ def parse_error_precondition(body: bytes) -> str:
         if name:
             return name.rsplit("}", 1)[-1]
     return ""
+
+
+def parse_proppatch_failures(body: bytes, what: str) -> list[str]:
+    """Properties a PROPPATCH multistatus reports as not set (any non-2xx propstat)."""
+    root = parse_xml(body, what)
+    failed: list[str] = []
+    for response in _children(root, _RESPONSE):
+        for propstat in _children(response, _PROPSTAT):
+            code = parse_status(_first_text(propstat, _STATUS))
+            if code is not None and not 200 <= code < 300:
+                for prop in _children(propstat, _PROP):
+                    failed.extend(_clark(c).rsplit("}", 1)[-1] for c in prop)
+    return failed

@@ -21,6 +21,18 @@ class ReadOnlyError(CaldavfsError):
     """A write was attempted on a read-only mount or a read-only node."""
 
 
+class PermissionDeniedError(CaldavfsError):
+    """An operation the mount does not offer on this node (e.g. a folder inside a calendar)."""
+
+
+class AlreadyExistsError(CaldavfsError):
+    """The name is taken (link or mkdir onto an existing name)."""
+
+
+class DirectoryNotEmptyError(CaldavfsError):
+    """rmdir of a calendar that still holds items."""
+
+
 class NotCalDAVError(CaldavfsError):
     """Discovery found no CalDAV calendar home at the given URL."""
 

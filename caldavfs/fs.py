@@ -16,19 +16,23 @@ import os
 import stat
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mfusepy import FuseOSError, Operations
 
 from caldavfs.errors import (
+    AlreadyExistsError,
     CaldavfsError,
     ConflictError,
+    DirectoryNotEmptyError,
     ForbiddenError,
     InsufficientStorageError,
     InvalidResponseError,
     MethodNotAllowedError,
     NotCalDAVError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionFailedError,
     ReadOnlyError,
     RejectedError,
@@ -37,6 +41,7 @@ from caldavfs.errors import (
     UnauthorizedError,
 )
 from caldavfs.tree import Node, Tree
+from caldavfs.writer import LocalFile, Writer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,9 @@ STATS_XATTR = "user.caldavfs.stats"
 # so the most specific entry wins; anything unlisted is EIO.
 ERRNO: dict[type[BaseException], int] = {
     NotFoundError: errno.ENOENT,
+    AlreadyExistsError: errno.EEXIST,
+    DirectoryNotEmptyError: errno.ENOTEMPTY,
+    PermissionDeniedError: errno.EPERM,
     UnauthorizedError: errno.EACCES,
     ForbiddenError: errno.EACCES,
     MethodNotAllowedError: errno.EPERM,
@@ -93,30 +101,36 @@ def _errno_guard(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _read_only(*_args: Any, **_kwargs: Any) -> int:
-    raise FuseOSError(errno.EROFS)
+def _unsupported(*_args: Any, **_kwargs: Any) -> int:
+    raise FuseOSError(errno.EPERM)
+
+
+@dataclass
+class Handle:
+    """An open file: a snapshot of bytes to read, or a file held by the write path."""
+
+    data: bytes = b""
+    local: LocalFile | None = None
 
 
 class CaldavFS(Operations):
-    """A read-only view of a ``Tree`` (writing comes with the write path)."""
+    """The mount: reads from a ``Tree``, writes through a ``Writer``."""
 
     use_ns = True
 
-    def __init__(self, tree: Tree, *, uid: int | None = None, gid: int | None = None,
+    def __init__(self, tree: Tree, writer: Writer, *, uid: int | None = None, gid: int | None = None,
                  on_ready: Callable[[], None] | None = None) -> None:
         self.tree = tree
+        self.writer = writer
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self._on_ready = on_ready
-        self._handles: dict[int, bytes] = {}
+        self._handles: dict[int, Handle] = {}
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
 
     def _stat(self, node: Node) -> dict[str, int]:
-        if node.kind == "dir":
-            mode = stat.S_IFDIR | 0o700
-        else:
-            mode = stat.S_IFREG | 0o600
+        mode = stat.S_IFDIR | 0o700 if node.kind == "dir" else stat.S_IFREG | 0o600
         return {
             "st_mode": mode,
             "st_ino": node.ino,
@@ -130,6 +144,16 @@ class CaldavFS(Operations):
             "st_ctime": node.mtime_ns,
             "st_atime": node.mtime_ns,
         }
+
+    def _new_handle(self, handle: Handle) -> int:
+        with self._lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = handle
+        return fh
+
+    def _local(self, fh: int | None) -> LocalFile | None:
+        handle = self._handles.get(fh) if fh is not None else None
+        return handle.local if handle is not None else None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -156,24 +180,31 @@ class CaldavFS(Operations):
     @_errno_guard
     def open(self, path: str, flags: int) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
-            raise FuseOSError(errno.EROFS)
-        data = self.tree.read_file(path)
-        with self._lock:
-            fh = next(self._next_fh)
-            self._handles[fh] = data
-        return fh
+            opened = self.writer.open(path, truncate=bool(flags & os.O_TRUNC))
+            return self._new_handle(Handle(local=opened))
+        held = self.writer.local(path)
+        if held is not None:
+            return self._new_handle(Handle(data=bytes(held.data)))
+        return self._new_handle(Handle(data=self.tree.read_file(path)))
 
     @_errno_guard
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        data = self._handles.get(fh)
-        if data is None:
-            data = self.tree.read_file(path)
-        return data[offset:offset + size]
+        handle = self._handles.get(fh)
+        if handle is None:
+            return self.tree.read_file(path)[offset:offset + size]
+        if handle.local is not None:
+            return bytes(handle.local.data[offset:offset + size])
+        return handle.data[offset:offset + size]
 
     @_errno_guard
     def release(self, path: str, fh: int) -> int:
         with self._lock:
-            self._handles.pop(fh, None)
+            handle = self._handles.pop(fh, None)
+        if handle is not None and handle.local is not None:
+            try:
+                self.writer.flush(path, handle.local)
+            finally:
+                self.writer.release(path, handle.local)
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:
@@ -198,8 +229,90 @@ class CaldavFS(Operations):
     def listxattr(self, path: str) -> list[str]:
         return []
 
-    # --- writes: refused until the write path exists --------------------------------
+    # --- write path -----------------------------------------------------------------
 
-    create = write = truncate = unlink = mkdir = rmdir = _read_only
-    rename = link = symlink = chmod = chown = utimens = _read_only
-    setxattr = removexattr = mknod = _read_only
+    @_errno_guard
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
+        return self._new_handle(Handle(local=self.writer.create(path)))
+
+    @_errno_guard
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        local = self._local(fh)
+        if local is None:
+            raise FuseOSError(errno.EBADF)
+        return self.writer.write(local, data, offset)
+
+    @_errno_guard
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        self.writer.truncate(path, length, self._local(fh))
+        return 0
+
+    @_errno_guard
+    def flush(self, path: str, fh: int) -> int:
+        # close(2) returns what flush returns: a failed upload reaches the program here.
+        local = self._local(fh)
+        if local is not None:
+            self.writer.flush(path, local)
+        return 0
+
+    @_errno_guard
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        return self.flush(path, fh)
+
+    def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
+        return 0  # khal fsyncs the calendar folder after writing
+
+    @_errno_guard
+    def unlink(self, path: str) -> int:
+        self.writer.unlink(path)
+        return 0
+
+    @_errno_guard
+    def rename(self, old: str, new: str) -> int:
+        self.writer.rename(old, new)
+        return 0
+
+    @_errno_guard
+    def link(self, target: str, source: str) -> int:
+        self.writer.link(source, target)
+        return 0
+
+    @_errno_guard
+    def mkdir(self, path: str, mode: int) -> int:
+        self.writer.mkdir(path)
+        return 0
+
+    @_errno_guard
+    def rmdir(self, path: str) -> int:
+        self.writer.rmdir(path)
+        return 0
+
+    @_errno_guard
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        if self.writer.read_only:
+            raise FuseOSError(errno.EROFS)
+        if times is not None:
+            self.writer.set_mtime(path, times[1])
+        return 0
+
+    @_errno_guard
+    def chmod(self, path: str, mode: int) -> int:
+        # Permissions are the mount's; accepting keeps `rsync -a` and `cp -p` quiet.
+        if self.writer.read_only:
+            raise FuseOSError(errno.EROFS)
+        return 0
+
+    @_errno_guard
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        if self.writer.read_only:
+            raise FuseOSError(errno.EROFS)
+        return 0
+
+    symlink = mknod = _unsupported
+
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        # ENOTSUP, not EPERM: sed -i and cp -a then skip copying ACLs instead of failing.
+        raise FuseOSError(errno.ENOTSUP)
+
+    def removexattr(self, path: str, name: str) -> int:
+        raise FuseOSError(errno.ENOTSUP)

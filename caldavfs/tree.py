@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from caldavfs import names
 from caldavfs.cache import ContentCache
-from caldavfs.client import CalendarInfo, Client, ItemInfo, data_mtime, last_segment
-from caldavfs.errors import CaldavfsError, NotFoundError, TransportError
+from caldavfs.client import CalendarInfo, Client, ItemInfo, canonical_href, data_mtime, last_segment
+from caldavfs.errors import InvalidResponseError, NotFoundError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,14 @@ class Item:
     mtime_ns: int | None = None
     # (size, mtime) shown for the previous etag: a changed item must differ in one of them.
     previous: tuple[int, int] | None = None
+    # An mtime set through the mount (rsync -a restoring a backup), valid for this etag only.
+    user_mtime: tuple[str, int] | None = None
+
+    @property
+    def shown_mtime(self) -> int:
+        if self.user_mtime is not None and self.user_mtime[0] == self.info.etag:
+            return self.user_mtime[1]
+        return self.mtime_ns or 0
 
     @property
     def complete(self) -> bool:
@@ -87,9 +95,13 @@ class Calendar:
     stale: bool = True
     listed_tag: str | None = None
     mtime_ns: int = 0
+    # The metadata files' mtime: moves only when displayname or color do (todoman watches it).
+    meta_mtime_ns: int = 0
     retry_at: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
     fetch_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Files held by the write path (scratch files, items open for writing), by name.
+    local: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
@@ -129,7 +141,7 @@ class Tree:
     # --- public API (what fs.py calls) ------------------------------------------------
 
     def getattr(self, path: str) -> Node:
-        parts = _split(path)
+        parts = split_path(path)
         if not parts:
             return self._root_node()
         cal = self._calendar(parts[0])
@@ -141,7 +153,7 @@ class Tree:
         raise NotFoundError(f"{path}: no such file")
 
     def readdir(self, path: str) -> list[tuple[str, Node]]:
-        parts = _split(path)
+        parts = split_path(path)
         if not parts:
             cals = self._home()
             return [(c.name, Node("dir", c.ino, 0, c.mtime_ns, nlink=2)) for c in cals.values()]
@@ -153,17 +165,23 @@ class Tree:
         with cal.lock:
             items = sorted(cal.items.values(), key=lambda i: i.name)
         for item in items:
-            self._ensure_complete(cal, item)
-            entries.append((item.name, self._item_node(item)))
+            if item.name not in cal.local:
+                self._ensure_complete(cal, item)
+                entries.append((item.name, self._item_node(item)))
+        for name in list(cal.local):
+            entries.append((name, self._child_node(cal, name)))
         return entries
 
     def read_file(self, path: str) -> bytes:
         """The whole content of a file, exactly the bytes its size promises."""
-        parts = _split(path)
+        parts = split_path(path)
         if len(parts) != 2:
             raise NotFoundError(f"{path}: no such file")
         cal = self._calendar(parts[0])
         self._ensure_listed(cal)
+        lf = cal.local.get(parts[1])
+        if lf is not None:
+            return bytes(lf.data)
         meta = cal.meta()
         if parts[1] in meta:
             return meta[parts[1]]
@@ -171,6 +189,63 @@ class Tree:
         if item is None:
             raise NotFoundError(f"{path}: no such file")
         return self._content(cal, item)
+
+    # --- for the write path -------------------------------------------------------------
+
+    def calendar(self, name: str) -> Calendar:
+        return self._calendar(name)
+
+    def find_calendar(self, name: str) -> Calendar | None:
+        return self._home().get(name)
+
+    def item(self, cal: Calendar, name: str) -> Item | None:
+        self._ensure_listed(cal)
+        return cal.items.get(name)
+
+    def has_items(self, cal: Calendar) -> bool:
+        self._ensure_listed(cal)
+        return bool(cal.items)
+
+    def invalidate_home(self) -> None:
+        self._home_fresh_until = 0.0
+
+    def set_mtime(self, cal: Calendar, name: str, mtime_ns: int) -> None:
+        item = self.item(cal, name)
+        if item is None:
+            raise NotFoundError(f"/{cal.name}/{name}: no such file")
+        item.user_mtime = (item.info.etag, mtime_ns)
+
+    def after_upload(self, cal: Calendar, name: str, url: str) -> str:
+        """Show what the server stored under ``name`` (servers rewrite uploads; SabreDAV 4
+        sends no ETag then): its etag, length and mtime, and its bytes in the cache."""
+        data, etag = self.client.get(url)
+        info = self.client.item_info(url)
+        if info is not None:
+            etag = info.etag
+        key = canonical_href(url, url)
+        item = Item(info=ItemInfo(url=url, key=key, etag=etag, size=len(data)), name=name, size=len(data),
+                    mtime_ns=(info.mtime_ns if info else None) or data_mtime(data) or time.time_ns())
+        with cal.lock:
+            old = cal.items.get(name)
+            if old is not None and old.complete:
+                item.previous = (old.size or 0, old.shown_mtime)
+            item.settle()
+            if old is not None:
+                cal.by_key.pop(old.info.key, None)
+            cal.items[name] = item
+            cal.by_key[key] = item
+            cal.mtime_ns = max(time.time_ns(), cal.mtime_ns + SECOND)
+        self.cache.put(key, etag, data)
+        self.invalidate_home()
+        return etag
+
+    def after_delete(self, cal: Calendar, name: str) -> None:
+        with cal.lock:
+            item = cal.items.pop(name, None)
+            if item is not None:
+                cal.by_key.pop(item.info.key, None)
+            cal.mtime_ns = max(time.time_ns(), cal.mtime_ns + SECOND)
+        self.invalidate_home()
 
     def calendar_names(self) -> list[str]:
         return list(self._home())
@@ -228,6 +303,8 @@ class Tree:
                 with cal.lock:
                     if info.change_tag is None or info.change_tag != cal.listed_tag:
                         cal.stale = True
+                    if (info.displayname, info.color) != (cal.info.displayname, cal.info.color):
+                        cal.meta_mtime_ns = max(time.time_ns(), cal.meta_mtime_ns + SECOND)
                     cal.info = info
                     cal.name = assigned[info.key]
             fresh[cal.name] = cal
@@ -269,6 +346,8 @@ class Tree:
                 cal.retry_at = self._clock() + min(self.ttl, RETRY_AFTER_FAILURE)
                 return
             self._apply_items(cal, infos)
+            if not cal.meta_mtime_ns:
+                cal.meta_mtime_ns = cal.mtime_ns
             cal.listed_tag = tag
             cal.stale = False
             cal.listed = True
@@ -321,6 +400,9 @@ class Tree:
 
     def _child_node(self, cal: Calendar, name: str) -> Node:
         self._ensure_listed(cal)
+        lf = cal.local.get(name)
+        if lf is not None:
+            return Node("file", inode(f"{cal.info.key}#local#{name}"), len(lf.data), lf.mtime_ns)
         meta = cal.meta()
         if name in meta:
             return self._meta_node(cal, name, meta[name])
@@ -331,11 +413,11 @@ class Tree:
         return self._item_node(item)
 
     def _meta_node(self, cal: Calendar, name: str, data: bytes) -> Node:
-        return Node("file", inode(cal.info.key + "#" + name), len(data), cal.mtime_ns)
+        return Node("file", inode(cal.info.key + "#" + name), len(data), cal.meta_mtime_ns or cal.mtime_ns)
 
     @staticmethod
     def _item_node(item: Item) -> Node:
-        return Node("file", inode(item.info.key), item.size or 0, item.mtime_ns or 0)
+        return Node("file", inode(item.info.key), item.size or 0, item.shown_mtime)
 
     # --- contents -----------------------------------------------------------------------
 
@@ -362,7 +444,7 @@ class Tree:
         data = found.get(item.info.key)
         if data is None:
             cal.stale = True
-            raise NotFoundError(f"/{cal.name}/{item.name}: gone from the server")
+            raise InvalidResponseError(f"/{cal.name}/{item.name}: the server did not return its data")
         return data
 
     def _fetch(self, cal: Calendar, items: list[Item]) -> dict[str, bytes]:
@@ -393,8 +475,8 @@ class Tree:
         return found
 
 
-def _split(path: str) -> list[str]:
+def split_path(path: str) -> list[str]:
+    """'/a/b' -> ['a', 'b']."""
     return [p for p in path.split("/") if p]
 
 
-__all__ = ["CaldavfsError", "Node", "Tree"]

@@ -67,7 +67,14 @@ _setup_venv() {
     local stamp="$VENV/.caldavfs-setup-stamp" want
     if [ ! -x "$VENV/bin/python" ]; then
         _setup_say "creating $VENV"
-        "$PYTHON" -m venv "$VENV"
+        if ! "$PYTHON" -m venv "$VENV"; then
+            # Debian ships venv/ensurepip separately.
+            rm -rf "$VENV"
+            _setup_say "installing python3-venv"
+            _setup_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            _setup_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            "$PYTHON" -m venv "$VENV"
+        fi
     fi
     # Reinstall only when pyproject.toml changed (or the venv's Python did).
     want="$(cat "$REPO_ROOT/pyproject.toml" "$VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)"

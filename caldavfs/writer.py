@@ -1,0 +1,363 @@
+"""The write path: local scratch files, uploads on close, deletes, renames, links, calendars.
+
+Names that don't end in ``.ics``, and dotfiles, are scratch: editors' swap files, rsync's
+``.NAME.XXXXXX`` and sed's temp files live in memory and are never uploaded. A ``NAME.ics``
+written in a calendar is uploaded when it is closed (PUT with If-None-Match: * for a new name,
+If-Match for an existing one); rename(2) and link(2) of scratch onto ``NAME.ics`` do the same
+(khal, todoman and vdirsyncer write a temp file, then hard-link it). After each upload the
+mount shows what the server stored. Nothing is lost: bytes an upload could not deliver are
+kept in the conflicts folder and the call fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from caldavfs.errors import (
+    AlreadyExistsError,
+    CaldavfsError,
+    ConflictError,
+    DirectoryNotEmptyError,
+    ForbiddenError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    ReadOnlyError,
+    RejectedError,
+    ServerError,
+)
+from caldavfs.tree import META_COLOR, META_DISPLAYNAME, Calendar, Tree, split_path
+
+log = logging.getLogger(__name__)
+
+_COLOR = re.compile(r"#[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?")
+_CALENDAR_START = re.compile(rb"^(\xef\xbb\xbf)?\s*BEGIN:VCALENDAR", re.I)
+
+
+def is_scratch(name: str) -> bool:
+    """Local-only names: dotfiles and anything but ``*.ics`` (the metadata files aside)."""
+    if name in (META_DISPLAYNAME, META_COLOR):
+        return False
+    return name.startswith(".") or not name.endswith(".ics")
+
+
+def looks_like_icalendar(data: bytes) -> bool:
+    return bool(_CALENDAR_START.match(data)) and b"END:VCALENDAR" in data.upper()
+
+
+@dataclass
+class LocalFile:
+    """Bytes held here: a scratch file, or an item or metadata file open for writing."""
+
+    data: bytearray
+    mtime_ns: int
+    base_etag: str | None = None  # the item's etag when it was opened: If-Match for the upload
+    dirty: bool = False
+    refs: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Writer:
+    def __init__(self, tree: Tree, conflicts_dir: Path, *, read_only: bool = False) -> None:
+        self.tree = tree
+        self.conflicts_dir = conflicts_dir
+        self.read_only = read_only
+        self._lock = threading.RLock()
+
+    # --- what exists locally ---------------------------------------------------------
+
+    def local(self, path: str) -> LocalFile | None:
+        parts = split_path(path)
+        if len(parts) != 2:
+            return None
+        cal = self.tree.find_calendar(parts[0])
+        return cal.local.get(parts[1]) if cal else None
+
+    def _target(self, path: str) -> tuple[Calendar, str]:
+        self._check_writable()
+        parts = split_path(path)
+        if len(parts) != 2:
+            raise PermissionDeniedError(f"{path}: only files inside a calendar folder can be written")
+        return self.tree.calendar(parts[0]), parts[1]
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError("mounted read-only")
+
+    # --- open, write, close ------------------------------------------------------------
+
+    def create(self, path: str) -> LocalFile:
+        cal, name = self._target(path)
+        with self._lock:
+            lf = cal.local.get(name)
+            if lf is None:
+                item = self.tree.item(cal, name)
+                lf = LocalFile(bytearray(), time.time_ns(), base_etag=item.info.etag if item else None)
+                cal.local[name] = lf
+            else:
+                lf.data.clear()
+            lf.dirty = not is_scratch(name)
+            lf.refs += 1
+            return lf
+
+    def open(self, path: str, truncate: bool) -> LocalFile:
+        cal, name = self._target(path)
+        with self._lock:
+            lf = cal.local.get(name)
+            if lf is None:
+                data = b"" if truncate else self.tree.read_file(path)
+                item = self.tree.item(cal, name)
+                lf = LocalFile(bytearray(data), time.time_ns(), base_etag=item.info.etag if item else None)
+                cal.local[name] = lf
+            if truncate:
+                lf.data.clear()
+                lf.dirty = True
+            lf.refs += 1
+            return lf
+
+    def write(self, lf: LocalFile, data: bytes, offset: int) -> int:
+        with lf.lock:
+            end = offset + len(data)
+            if len(lf.data) < offset:
+                lf.data.extend(b"\0" * (offset - len(lf.data)))
+            lf.data[offset:end] = data
+            lf.dirty = True
+            lf.mtime_ns = time.time_ns()
+        return len(data)
+
+    def truncate(self, path: str, length: int, lf: LocalFile | None = None) -> None:
+        if lf is None:
+            lf = self.local(path)
+        if lf is not None:
+            with lf.lock:
+                del lf.data[length:]
+                lf.data.extend(b"\0" * (length - len(lf.data)))
+                lf.dirty = True
+                lf.mtime_ns = time.time_ns()
+            return
+        # truncate(2) of a closed server item: change it and upload at once.
+        opened = self.open(path, truncate=False)
+        try:
+            self.truncate(path, length, opened)
+            self.flush(path, opened)
+        finally:
+            self.release(path, opened)
+
+    def flush(self, path: str, lf: LocalFile) -> None:
+        """Upload a dirty item or metadata file (close and fsync come here)."""
+        cal, name = self._target(path)
+        with lf.lock:
+            if not lf.dirty or is_scratch(name):
+                return
+            data = bytes(lf.data)
+            if name == META_DISPLAYNAME:
+                self._set_property(cal, name, data.decode("utf-8", "replace").rstrip("\r\n"))
+            elif name == META_COLOR:
+                self._set_property(cal, name, data.decode("ascii", "replace").strip())
+            elif not data:
+                return  # an empty new file (touch): nothing to upload yet
+            else:
+                try:
+                    lf.base_etag = self._upload(cal, name, data, lf.base_etag)
+                except CaldavfsError:
+                    # The bytes are kept in the conflicts folder: don't try again on release.
+                    lf.dirty = False
+                    raise
+            lf.dirty = False
+
+    def release(self, path: str, lf: LocalFile) -> None:
+        parts = split_path(path)
+        cal = self.tree.find_calendar(parts[0]) if parts else None
+        with self._lock:
+            lf.refs -= 1
+            if cal is None or len(parts) != 2 or lf.refs > 0:
+                return
+            name = parts[1]
+            # The server holds items and metadata now; an empty never-written .ics stays listed.
+            if not is_scratch(name) and (lf.data or not lf.dirty) and cal.local.get(name) is lf:
+                del cal.local[name]
+
+    # --- uploads ---------------------------------------------------------------------
+
+    def _upload(self, cal: Calendar, name: str, data: bytes, etag: str | None) -> str:
+        """PUT ``data`` as ``name``; returns the stored etag. Keeps the bytes on failure."""
+        item = self.tree.item(cal, name)
+        url = item.info.url if item else cal.info.url + quote(name)
+        try:
+            if not looks_like_icalendar(data):
+                raise RejectedError(f"{cal.name}/{name}: not iCalendar data (no BEGIN:VCALENDAR), not uploaded")
+            self.tree.client.put(url, data, etag=etag)
+        except CaldavfsError as exc:
+            self._keep(cal, name, data, exc)
+            raise
+        return self.tree.after_upload(cal, name, url)
+
+    def _keep(self, cal: Calendar, name: str, data: bytes, exc: BaseException) -> Path:
+        """Save bytes the server did not take, where the README says they go."""
+        folder = self.conflicts_dir / cal.name
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.conflicts_dir, 0o700)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        path = folder / f"{stamp}-{name}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        log.error("%s/%s was not saved on the server (%s); your bytes are kept in %s", cal.name, name, exc, path)
+        return path
+
+    def _set_property(self, cal: Calendar, name: str, value: str) -> None:
+        from caldavfs import davxml as x
+
+        if name == META_COLOR:
+            if not _COLOR.fullmatch(value):
+                raise RejectedError(f"{cal.name}/color: {value!r} is not a #RRGGBB color")
+            self.tree.client.proppatch(cal.info.url, {x.CALENDAR_COLOR: value})
+        else:
+            self.tree.client.proppatch(cal.info.url, {x.DISPLAYNAME: value})
+        self.tree.invalidate_home()
+
+    # --- namespace operations ----------------------------------------------------------
+
+    def unlink(self, path: str) -> None:
+        cal, name = self._target(path)
+        with self._lock:
+            if name in cal.local and (is_scratch(name) or self.tree.item(cal, name) is None):
+                del cal.local[name]
+                return
+            if name in (META_DISPLAYNAME, META_COLOR):
+                raise PermissionDeniedError(f"{path}: calendar properties can be changed, not removed")
+            item = self.tree.item(cal, name)
+            if item is None:
+                raise NotFoundError(f"{path}: no such file")
+            self.tree.client.delete(item.info.url, etag=item.info.etag)
+            self.tree.after_delete(cal, name)
+
+    def link(self, src: str, dst: str) -> None:
+        """khal, todoman, vdirsyncer: write a temp file, link it to NAME.ics, unlink the temp."""
+        src_cal, src_name = self._target(src)
+        dst_cal, dst_name = self._target(dst)
+        lf = src_cal.local.get(src_name)
+        if lf is None or not is_scratch(src_name):
+            raise PermissionDeniedError(f"{src}: only new files can be linked into a calendar")
+        if self.tree.item(dst_cal, dst_name) is not None or dst_name in dst_cal.local:
+            raise AlreadyExistsError(f"{dst}: exists")
+        if is_scratch(dst_name):
+            dst_cal.local[dst_name] = LocalFile(bytearray(lf.data), lf.mtime_ns)
+            return
+        self._upload(dst_cal, dst_name, bytes(lf.data), None)
+
+    def rename(self, old: str, new: str) -> None:
+        old_cal, old_name = self._target(old)
+        new_cal, new_name = self._target(new)
+        with self._lock:
+            lf = old_cal.local.get(old_name)
+            if lf is not None and (is_scratch(old_name) or self.tree.item(old_cal, old_name) is None):
+                self._rename_local(old_cal, old_name, new_cal, new_name, lf)
+                return
+            item = self.tree.item(old_cal, old_name)
+            if item is None:
+                raise NotFoundError(f"{old}: no such file")
+            data = self.tree.read_file(old)
+            if is_scratch(new_name):
+                # An editor moves the original aside (vim's backup): keep its bytes here,
+                # and the item goes from the server until the new version is written.
+                new_cal.local[new_name] = LocalFile(bytearray(data), time.time_ns())
+                self.tree.client.delete(item.info.url, etag=item.info.etag)
+                self.tree.after_delete(old_cal, old_name)
+                return
+            self._move_item(old_cal, old_name, new_cal, new_name, data, item.info.url, item.info.etag)
+
+    def _rename_local(self, old_cal: Calendar, old_name: str, new_cal: Calendar, new_name: str,
+                      lf: LocalFile) -> None:
+        if is_scratch(new_name) or new_name in (META_DISPLAYNAME, META_COLOR):
+            del old_cal.local[old_name]
+            new_cal.local[new_name] = lf
+            if not is_scratch(new_name):
+                lf.dirty = True
+                self.flush(f"/{new_cal.name}/{new_name}", lf)
+                new_cal.local.pop(new_name, None)
+            return
+        # rsync's and sed's temp file onto NAME.ics: upload, replacing what is there.
+        existing = self.tree.item(new_cal, new_name)
+        self._upload(new_cal, new_name, bytes(lf.data), existing.info.etag if existing else None)
+        del old_cal.local[old_name]
+
+    def _move_item(self, old_cal: Calendar, old_name: str, new_cal: Calendar, new_name: str,
+                   data: bytes, url: str, etag: str) -> None:
+        existing = self.tree.item(new_cal, new_name)
+        if existing is not None:
+            # Replace the target with the source's bytes, then drop the source.
+            self._upload(new_cal, new_name, data, existing.info.etag)
+            self.tree.client.delete(url, etag=etag)
+            self.tree.after_delete(old_cal, old_name)
+            return
+        dst_url = new_cal.info.url + quote(new_name)
+        try:
+            self.tree.client.move(url, dst_url, etag=etag)
+        except (MethodNotAllowedError, ForbiddenError, ConflictError, ServerError, PreconditionFailedError) as exc:
+            # SOGo has no MOVE; Xandikos refuses one within a calendar (412 no-uid-conflict).
+            log.info("MOVE refused (%s): copying and deleting instead", exc)
+            self._copy_then_delete(old_cal, old_name, new_cal, new_name, data, url, etag)
+            return
+        self.tree.after_delete(old_cal, old_name)
+        self.tree.after_upload(new_cal, new_name, dst_url)
+
+    def _copy_then_delete(self, old_cal: Calendar, old_name: str, new_cal: Calendar, new_name: str,
+                          data: bytes, url: str, etag: str) -> None:
+        dst_url = new_cal.info.url + quote(new_name)
+        try:
+            self.tree.client.put(dst_url, data, etag=None)
+        except (RejectedError, ForbiddenError, ConflictError, PreconditionFailedError) as exc:
+            # The UID is taken while the original exists (no-uid-conflict; Cyrus and iCloud
+            # also across calendars): delete first, then upload, keeping the bytes if that fails.
+            log.info("upload of %s refused while the original exists (%s)", new_name, exc)
+            self.tree.client.delete(url, etag=etag)
+            self.tree.after_delete(old_cal, old_name)
+            self._upload(new_cal, new_name, data, None)
+            return
+        self.tree.after_upload(new_cal, new_name, dst_url)
+        self.tree.client.delete(url, etag=etag)
+        self.tree.after_delete(old_cal, old_name)
+
+    def set_mtime(self, path: str, mtime_ns: int) -> None:
+        parts = split_path(path)
+        if len(parts) != 2:
+            return  # folder times are the server's
+        cal = self.tree.calendar(parts[0])
+        lf = cal.local.get(parts[1])
+        if lf is not None:
+            lf.mtime_ns = mtime_ns
+            return
+        self.tree.set_mtime(cal, parts[1], mtime_ns)
+
+    # --- calendars --------------------------------------------------------------------
+
+    def mkdir(self, path: str) -> None:
+        self._check_writable()
+        parts = split_path(path)
+        if len(parts) != 1:
+            raise PermissionDeniedError(f"{path}: folders exist only as calendars at the top")
+        if self.tree.find_calendar(parts[0]) is not None:
+            raise AlreadyExistsError(f"{path}: exists")
+        url = self.tree.home_url + quote(parts[0]) + "/"
+        self.tree.client.mkcalendar(url, displayname=None)
+        self.tree.invalidate_home()
+
+    def rmdir(self, path: str) -> None:
+        self._check_writable()
+        parts = split_path(path)
+        if len(parts) != 1:
+            raise NotFoundError(path)
+        cal = self.tree.calendar(parts[0])
+        if self.tree.has_items(cal) or cal.local:
+            raise DirectoryNotEmptyError(path)
+        self.tree.client.delete(cal.info.url)
+        self.tree.invalidate_home()

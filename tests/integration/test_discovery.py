@@ -1,0 +1,60 @@
+"""Client.discover on real servers from every kind of URL a user may give."""
+
+from __future__ import annotations
+
+import pytest
+
+from caldavfs.client import Client, canonical_href
+from caldavfs.dav import DavSession
+from caldavfs.errors import NotCalDAVError, UnauthorizedError
+from caldavfs.tree import Tree
+from tests import servers
+
+
+def _client(server: servers.Server, password: str | None = None) -> Client:
+    return Client(DavSession(username=server.username, password=password or server.password, timeout=10))
+
+
+def _same(a: str, b: str) -> bool:
+    return canonical_href(a, a) == canonical_href(b, b)
+
+
+@pytest.mark.parametrize("where", ["root", "well-known", "principal", "home"])
+def test_discover_finds_the_home(server: servers.Server, where: str) -> None:
+    url = {
+        "root": server.base_url,
+        "well-known": server.url("/.well-known/caldav"),
+        "principal": server.principal_url,
+        "home": server.home_url,
+    }[where]
+    found = _client(server).discover(url)
+    assert _same(found.home_url, server.home_url), found
+    assert found.calendar_url is None
+
+
+def test_discover_from_root_without_trailing_slash(server: servers.Server) -> None:
+    found = _client(server).discover(server.base_url.rstrip("/"))
+    assert _same(found.home_url, server.home_url)
+
+
+def test_discover_from_a_calendar(server: servers.Server) -> None:
+    work = server.dataset["work"]
+    client = _client(server)
+    found = client.discover(work.url)
+    assert found.calendar_url is not None and _same(found.calendar_url, work.url)
+    tree = Tree(client, found.home_url, calendar_url=found.calendar_url)
+    assert [name for name, _ in tree.readdir("/")] == ["work"]
+    assert tree.read_file("/work/displayname") == "직장".encode()
+    names = {n for n, _ in tree.readdir("/work")}
+    assert "weekly.ics" in names
+
+
+def test_discover_not_caldav_url(server: servers.Server) -> None:
+    item = server.dataset["work"].items["weekly.ics"]
+    with pytest.raises(NotCalDAVError):
+        _client(server).discover(server.url(item.href) + "/nothing/here/")
+
+
+def test_wrong_password_radicale(radicale: servers.Server) -> None:
+    with pytest.raises(UnauthorizedError):
+        _client(radicale, password="wrong").discover(radicale.base_url)

@@ -1,0 +1,138 @@
+"""The `caldavfs mount` command line as a user meets it: failures, foreground mode, signals, secrets."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+from tests.mount.conftest import (
+    CALDAVFS,
+    TRACEBACK,
+    Mounted,
+    cli_env,
+    is_mounted,
+    proc_mounts_entry,
+    require_fuse,
+    run,
+    unmount,
+)
+
+pytestmark = [pytest.mark.mount, pytest.mark.integration]
+
+
+def run_cli(argv: list[str], password: str | None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CALDAVFS, *argv], capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL, env=cli_env(password))
+
+
+def assert_one_line_message(stderr: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected a one-line message on stderr, got:\n{stderr}"
+    assert TRACEBACK not in stderr
+    assert len(lines[0]) > 10
+
+
+def test_wrong_password_fails_cleanly(radicale: servers.Server, tmp_path: Path) -> None:
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        done = run_cli(["mount", radicale.base_url, str(mnt), "--username", radicale.username,
+                        "--log-file", str(tmp_path / "log")], password="not-the-password")
+        assert done.returncode != 0
+        assert_one_line_message(done.stderr)
+        assert "not-the-password" not in done.stderr + done.stdout
+        assert not is_mounted(mnt)
+        assert os.listdir(mnt) == []
+    finally:
+        unmount(mnt)
+
+
+def test_closed_port_fails_fast(tmp_path: Path) -> None:
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    port = servers.free_port()  # nothing listens there
+    try:
+        t0 = time.monotonic()
+        done = run_cli(["mount", f"http://127.0.0.1:{port}/", str(mnt), "--username", "alice",
+                        "--log-file", str(tmp_path / "log")], password="pw", timeout=30)
+        elapsed = time.monotonic() - t0
+        assert done.returncode != 0
+        assert elapsed < 10, f"took {elapsed:.1f} s to give up on a closed port"
+        assert_one_line_message(done.stderr)
+        assert not is_mounted(mnt)
+    finally:
+        unmount(mnt)
+
+
+def wait_mounted(proc: subprocess.Popen[str], mnt: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_mounted(mnt):
+            return
+        if proc.poll() is not None:
+            _out, err = proc.communicate()
+            raise AssertionError(f"caldavfs -f exited {proc.returncode} before mounting:\n{err}")
+        time.sleep(0.05)
+    raise AssertionError(f"{mnt} did not show up in /proc/mounts within {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_foreground_mount_ends_cleanly_on_signal(radicale: servers.Server, tmp_path: Path,
+                                                sig: signal.Signals) -> None:
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.Popen([CALDAVFS, "mount", radicale.base_url, str(mnt), "--username", radicale.username,
+                             "-f"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cli_env(radicale.password))
+    try:
+        wait_mounted(proc, mnt)
+        assert sorted(os.listdir(mnt)) == sorted(radicale.dataset)
+        assert (mnt / "home" / "dentist.ics").read_bytes() == radicale.dataset["home"].items["dentist.ics"].body
+        proc.send_signal(sig)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"caldavfs -f did not exit within 15 s of {sig.name}") from None
+        assert not is_mounted(mnt), f"{mnt} is still mounted after {sig.name}"
+        assert proc.returncode >= 0, f"killed by signal {-proc.returncode} instead of exiting"
+        assert proc.returncode in (0, 128 + sig), proc.returncode
+        assert TRACEBACK not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        unmount(mnt)
+
+
+def test_proc_mounts_fstype(radicale: servers.Server, mount_factory: Callable[..., Mounted]) -> None:
+    m = mount_factory(radicale)
+    entry = proc_mounts_entry(m.path)
+    assert entry is not None
+    assert entry[2] in ("fuse.caldavfs", "fuse"), entry
+
+
+def test_password_not_in_ps_or_debug_log(radicale: servers.Server, mount_factory: Callable[..., Mounted]) -> None:
+    secret = radicale.password
+    basic = base64.b64encode(f"{radicale.username}:{secret}".encode()).decode()
+    m = mount_factory(radicale, extra_args=["-d"])
+    run(["cat", str(m.path / "home" / "dentist.ics")])
+    run(["ls", "-lR", str(m.path)])
+    ps = run(["ps", "-ef"]).stdout.decode(errors="replace")
+    assert str(m.path) in ps, "the daemon is not in ps -ef output"
+    assert secret not in ps
+    log = m.log()
+    assert "PROPFIND" in log or "REPORT" in log, f"--debug logged no request lines:\n{log}"
+    assert secret not in log
+    assert basic not in log
+    assert "Authorization" not in log

@@ -1,0 +1,187 @@
+"""client helpers: href canonicalisation, names' source, exact bytes, mtimes."""
+
+from __future__ import annotations
+
+import calendar
+import json
+from pathlib import Path
+
+import pytest
+
+from caldavfs import davxml as x
+from caldavfs.client import (
+    canonical_href,
+    data_mtime,
+    is_child,
+    last_segment,
+    parse_http_date,
+    restore_bytes,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+BASE = "http://127.0.0.1:5232/alice/work/"
+NS = 1_000_000_000
+
+
+def _ns(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
+    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) * NS
+
+
+# --- canonical_href ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("/alice/work/%ed%9a%8c%ec%9d%98.ics", "/alice/work/%ED%9A%8C%EC%9D%98.ics"),
+    ("/alice/work/alice%40example.com.ics", "/alice/work/alice@example.com.ics"),
+    ("/alice/work/%7Euser.ics", "/alice/work/~user.ics"),
+    ("/alice/work/team%20meeting.ics", "http://127.0.0.1:5232/alice/work/team%20meeting.ics"),
+    ("team%20meeting.ics", "/alice/work/team meeting.ics"),
+    ("http://127.0.0.1:5232/alice/work/a.ics", "HTTP://127.0.0.1:5232/alice/work/a.ics"),
+    ("http://example.com:80/x/", "http://EXAMPLE.com/x/"),
+    ("https://example.com:443/x/", "https://example.com/x/"),
+    ("/alice/work/%41.ics", "/alice/work/A.ics"),
+])
+def test_canonical_href_same_resource(a: str, b: str) -> None:
+    assert canonical_href(a, BASE) == canonical_href(b, BASE)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("/alice/work/a%2Fb.ics", "/alice/work/a/b.ics"),
+    ("/alice/work/a%2Bb.ics", "/alice/work/a%20b.ics"),
+    ("/alice/work/a.ics", "/alice/home/a.ics"),
+    ("http://127.0.0.1:5232/alice/work/a.ics", "http://127.0.0.1:5233/alice/work/a.ics"),
+    ("/alice/work/A.ics", "/alice/work/a.ics"),
+])
+def test_canonical_href_different_resources(a: str, b: str) -> None:
+    assert canonical_href(a, BASE) != canonical_href(b, BASE)
+
+
+def test_canonical_href_is_absolute_and_stable() -> None:
+    key = canonical_href("/alice/work/a%2fb%40c.ics", BASE)
+    assert key == "http://127.0.0.1:5232/alice/work/a%2Fb@c.ics"
+    assert canonical_href(key, BASE) == key
+    assert canonical_href("x y.ics", BASE) == "http://127.0.0.1:5232/alice/work/x%20y.ics"
+
+
+# --- is_child / last_segment -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("child", "parent", "expected"), [
+    ("http://h/cal/a.ics", "http://h/cal/", True),
+    ("http://h/cal/a.ics", "http://h/cal", True),
+    ("http://h/cal/sub/", "http://h/cal/", True),
+    ("http://h/cal/sub/a.ics", "http://h/cal/", False),
+    ("http://h/cal/", "http://h/cal/", False),
+    ("http://h/cal/../x.ics", "http://h/cal/", False),
+    ("http://h/cal/./", "http://h/cal/", False),
+    ("http://h/calx/a.ics", "http://h/cal/", False),
+    ("http://other/cal/a.ics", "http://h/cal/", False),
+    ("http://h:81/cal/a.ics", "http://h/cal/", False),
+    ("http://h/other/a.ics", "http://h/cal/", False),
+])
+def test_is_child(child: str, parent: str, expected: bool) -> None:
+    assert is_child(child, parent) is expected
+
+
+@pytest.mark.parametrize(("href", "expected"), [
+    ("/alice/work/team%20meeting.ics", "team meeting.ics"),
+    ("/alice/work/", "work"),
+    ("http://h/alice/%ED%9A%8C%EC%9D%98/", "회의"),
+    ("/alice/work/a%2Fb.ics", "a/b.ics"),
+    ("/alice/work/a+b.ics", "a+b.ics"),
+    ("/alice/work/%FF.ics", "\udcff.ics"),
+])
+def test_last_segment(href: str, expected: str) -> None:
+    assert last_segment(href) == expected
+
+
+# --- restore_bytes -----------------------------------------------------------------------------
+
+
+TEXT = "BEGIN:VCALENDAR\nSUMMARY:회의\nEND:VCALENDAR\n"
+
+
+def test_restore_bytes_crlf_by_default_and_by_size() -> None:
+    crlf = TEXT.replace("\n", "\r\n").encode()
+    assert restore_bytes(TEXT, None) == crlf
+    assert restore_bytes(TEXT, len(crlf)) == crlf
+
+
+def test_restore_bytes_bare_lf_when_size_says_so() -> None:
+    lf = TEXT.encode()
+    assert restore_bytes(TEXT, len(lf)) == lf
+
+
+def test_restore_bytes_none_when_neither_fits() -> None:
+    assert restore_bytes(TEXT, len(TEXT.encode()) + 1) is None
+    assert restore_bytes(TEXT, 0) is None
+
+
+def test_restore_bytes_from_text_that_kept_cr() -> None:
+    text = TEXT.replace("\n", "\r\n")
+    assert restore_bytes(text, None) == text.encode()
+
+
+@pytest.mark.parametrize("server", ["radicale", "xandikos"])
+def test_recorded_multiget_restores_get_bytes(server: str) -> None:
+    items = json.loads((DATA / f"{server}_items.json").read_text())
+    by_key = {canonical_href(href, BASE): meta for href, meta in items.items()}
+    checked = 0
+    for capture in ("multiget", "multiget_noext"):
+        ms = x.parse_multistatus((DATA / f"{server}_{capture}.xml").read_bytes(), capture)
+        for r in ms.responses:
+            text = r.text(x.CALENDAR_DATA)
+            meta = by_key.get(canonical_href(r.href, BASE))
+            if text is None or meta is None:
+                continue
+            expected = (DATA / meta["file"]).read_bytes()
+            assert len(expected) == meta["get_length"]
+            assert restore_bytes(text, int(meta["getcontentlength"])) == expected, r.href
+            checked += 1
+    assert checked >= 5
+
+
+# --- data_mtime / parse_http_date -------------------------------------------------------------
+
+
+def _ics(*lines: str) -> bytes:
+    return ("\r\n".join(["BEGIN:VCALENDAR", "BEGIN:VEVENT", *lines, "END:VEVENT", "END:VCALENDAR"]) + "\r\n").encode()
+
+
+def test_data_mtime_last_modified_beats_dtstamp() -> None:
+    data = _ics("DTSTAMP:20270101T000000Z", "LAST-MODIFIED:20260102T030405Z")
+    assert data_mtime(data) == _ns(2026, 1, 2, 3, 4, 5)
+
+
+def test_data_mtime_dtstamp_when_no_last_modified() -> None:
+    assert data_mtime(_ics("DTSTAMP:20260101T000000Z", "SUMMARY:x")) == _ns(2026, 1, 1)
+
+
+def test_data_mtime_newest_of_several() -> None:
+    data = _ics("LAST-MODIFIED:20260101T000000Z", "LAST-MODIFIED:20260301T000000Z")
+    assert data_mtime(data) == _ns(2026, 3, 1)
+
+
+def test_data_mtime_folded_line() -> None:
+    data = _ics("LAST-MODIFIED:202601", " 02T030405Z", "DTSTAMP:20200101T000000Z")
+    assert data_mtime(data) == _ns(2026, 1, 2, 3, 4, 5)
+
+
+def test_data_mtime_lf_only() -> None:
+    assert data_mtime(b"BEGIN:VEVENT\nDTSTAMP:20260101T000000Z\nEND:VEVENT\n") == _ns(2026, 1, 1)
+
+
+@pytest.mark.parametrize("data", [b"", _ics("SUMMARY:DTSTAMP:20260101T000000Z"), _ics("DTSTAMP:garbage")])
+def test_data_mtime_none(data: bytes) -> None:
+    assert data_mtime(data) is None
+
+
+@pytest.mark.parametrize("value", ["Sun, 29 Nov 2026 21:31:28 GMT", "Sun, 29 Nov 2026 21:31:28 +0000",
+                                   "Sun, 29 Nov 2026 22:31:28 +0100"])
+def test_parse_http_date(value: str) -> None:
+    assert parse_http_date(value) == _ns(2026, 11, 29, 21, 31, 28)
+
+
+@pytest.mark.parametrize("value", [None, "", "garbage", "Sun, 99 Foo 2026", "yesterday"])
+def test_parse_http_date_garbage(value: str | None) -> None:
+    assert parse_http_date(value) is None
