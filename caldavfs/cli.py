@@ -27,6 +27,7 @@ from caldavfs import __version__
 from caldavfs.cache import ContentCache
 from caldavfs.client import DEFAULT_BATCH, Client
 from caldavfs.dav import DavSession
+from caldavfs.diskcache import DiskCache
 from caldavfs.errors import (
     CaldavfsError,
     ConfigError,
@@ -107,9 +108,13 @@ def _add_mount_options(parser: argparse.ArgumentParser) -> None:
                         help=f"ask the server for changes at most this often (default {DEFAULT_TTL:g})")
     parser.add_argument("--cache-size", type=int, default=64, metavar="MB",
                         help="memory for calendar data (default 64)")
+    parser.add_argument("--no-disk-cache", action="store_true",
+                        help="keep nothing on disk: a remount lists and downloads everything again")
+    parser.add_argument("--disk-cache-size", type=int, default=512, metavar="MB",
+                        help="bound of the disk cache (default 512)")
     parser.add_argument("--read-only", action="store_true", help="refuse every write (EROFS), like -o ro")
     parser.add_argument("--cache-dir", metavar="DIR",
-                        help="where caldavfs keeps its files, e.g. conflicts/ (default ~/.cache/caldavfs)")
+                        help="where caldavfs keeps its cache and conflicts/ (default ~/.cache/caldavfs)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
     parser.add_argument("--log-file", metavar="FILE", help="where a background mount writes its log")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -235,7 +240,11 @@ def build_tree(url: str, creds: Credentials, args: argparse.Namespace) -> Tree:
                          timeout=getattr(args, "timeout", DEFAULT_TIMEOUT), verify=verify)
     client = Client(session, batch=max(1, args.batch))
     found = client.discover(url)
-    tree = Tree(client, found.home_url, calendar_url=found.calendar_url,
+    disk = None
+    if not args.no_disk_cache:
+        disk = DiskCache(cache_dir(args), f"{creds.username or ''} {found.home_url}",
+                         max_bytes=max(1, args.disk_cache_size) * 1024 * 1024)
+    tree = Tree(client, found.home_url, calendar_url=found.calendar_url, disk=disk,
                 cache=ContentCache(max(1, args.cache_size) * 1024 * 1024), ttl=max(0.0, args.cache_ttl))
     names = tree.calendar_names()
     log.info("%d calendars: %s", len(names), ", ".join(names))

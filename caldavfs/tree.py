@@ -25,6 +25,7 @@ from typing import Any, Literal
 from caldavfs import names
 from caldavfs.cache import ContentCache
 from caldavfs.client import CalendarInfo, Client, ItemInfo, canonical_href, data_mtime, last_segment
+from caldavfs.diskcache import DiskCache
 from caldavfs.errors import InvalidResponseError, NotFoundError, TransportError
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,11 @@ class Tree:
         cache: ContentCache | None = None,
         ttl: float = 60.0,
         calendar_url: str | None = None,
+        disk: DiskCache | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self.disk = disk
         self.home_url = home_url
         self.calendar_url = calendar_url
         self.cache = cache or ContentCache()
@@ -214,6 +217,7 @@ class Tree:
         if item is None:
             raise NotFoundError(f"/{cal.name}/{name}: no such file")
         item.user_mtime = (item.info.etag, mtime_ns)
+        self._save_listing(cal)
 
     def after_upload(self, cal: Calendar, name: str, url: str) -> str:
         """Show what the server stored under ``name`` (servers rewrite uploads; SabreDAV 4
@@ -235,8 +239,8 @@ class Tree:
             cal.items[name] = item
             cal.by_key[key] = item
             cal.mtime_ns = max(time.time_ns(), cal.mtime_ns + SECOND)
-        self.cache.put(key, etag, data)
-        self.invalidate_home()
+        self._remember(key, etag, data)
+        self._save_listing(cal)
         return etag
 
     def after_delete(self, cal: Calendar, name: str) -> None:
@@ -245,7 +249,7 @@ class Tree:
             if item is not None:
                 cal.by_key.pop(item.info.key, None)
             cal.mtime_ns = max(time.time_ns(), cal.mtime_ns + SECOND)
-        self.invalidate_home()
+        self._save_listing(cal)
 
     def calendar_names(self) -> list[str]:
         return list(self._home())
@@ -299,6 +303,7 @@ class Tree:
             cal = by_key.get(info.key)
             if cal is None:
                 cal = Calendar(info=info, name=assigned[info.key], ino=inode(info.key))
+                self._restore_listing(cal)
             else:
                 with cal.lock:
                     if info.change_tag is None or info.change_tag != cal.listed_tag:
@@ -352,6 +357,7 @@ class Tree:
             cal.stale = False
             cal.listed = True
         self._complete_all(cal)
+        self._save_listing(cal)
 
     def _apply_items(self, cal: Calendar, infos: dict[str, ItemInfo]) -> None:
         changed = cal.listed and set(infos) != set(cal.by_key)
@@ -366,21 +372,79 @@ class Tree:
             if old is not None:
                 changed = True
                 if old.complete:
-                    item.previous = (old.size or 0, old.mtime_ns or 0)
+                    item.previous = (old.size or 0, old.shown_mtime)
             by_key[key] = item
-        assigned = names.assign({k: last_segment(i.url) for k, i in infos.items()}, item=True)
-        items: dict[str, Item] = {}
-        for key, item in by_key.items():
-            item.name = assigned[key]
-            item.settle()
-            items[item.name] = item
-        cal.by_key, cal.items = by_key, items
+        self._install(cal, by_key)
         newest = max((i.mtime_ns or 0 for i in by_key.values()), default=0)
         if changed:
             # khal takes a calendar folder's mtime as its ctag: any change must move it.
             cal.mtime_ns = max(newest, time.time_ns(), cal.mtime_ns + SECOND)
         else:
             cal.mtime_ns = max(newest, cal.mtime_ns)
+
+    @staticmethod
+    def _install(cal: Calendar, by_key: dict[str, Item]) -> None:
+        """Make ``by_key`` the calendar's items, with names from the one naming table."""
+        assigned = names.assign({k: last_segment(i.info.url) for k, i in by_key.items()}, item=True)
+        items: dict[str, Item] = {}
+        for key, item in by_key.items():
+            item.name = assigned[key]
+            item.settle()
+            items[item.name] = item
+        cal.by_key, cal.items = by_key, items
+
+    # --- the saved listing (a remount lists nothing that has not changed) -----------------
+
+    def _save_listing(self, cal: Calendar) -> None:
+        if self.disk is None:
+            return
+        with cal.lock:
+            if not cal.listed:
+                return
+            rows = [[i.info.key, i.info.url, i.info.etag, i.size, i.mtime_ns,
+                     list(i.user_mtime) if i.user_mtime else None]
+                    for i in cal.by_key.values() if i.complete]
+            listing = {"tag": cal.listed_tag, "mtime": cal.mtime_ns, "meta_mtime": cal.meta_mtime_ns,
+                       "items": rows}
+        self.disk.save_listing(cal.info.key, listing)
+
+    def _restore_listing(self, cal: Calendar) -> None:
+        saved = self.disk.load_listing(cal.info.key) if self.disk else None
+        if saved is None:
+            return
+        by_key: dict[str, Item] = {}
+        try:
+            for key, url, etag, size, mtime, user in saved["items"]:
+                item = Item(info=ItemInfo(url=url, key=key, etag=etag, size=size, mtime_ns=mtime),
+                            size=int(size), mtime_ns=int(mtime))
+                if user:
+                    item.user_mtime = (str(user[0]), int(user[1]))
+                by_key[key] = item
+            tag = saved["tag"]
+            cal.mtime_ns, cal.meta_mtime_ns = int(saved["mtime"]), int(saved["meta_mtime"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("saved listing of %s is unusable; listing it again", cal.name)
+            return
+        self._install(cal, by_key)
+        cal.listed, cal.listed_tag = True, tag
+        cal.stale = cal.info.change_tag is None or cal.info.change_tag != tag
+
+    def _cached(self, item: Item) -> bytes | None:
+        data = self.cache.get(item.info.key, item.info.etag)
+        if data is None and self.disk is not None:
+            data = self.disk.get(item.info.key, item.info.etag)
+            if data is not None:
+                self.cache.put(item.info.key, item.info.etag, data)
+        return data
+
+    def _has(self, item: Item) -> bool:
+        key = (item.info.key, item.info.etag)
+        return key in self.cache or (self.disk is not None and self.disk.has(*key))
+
+    def _remember(self, key: str, etag: str, data: bytes) -> None:
+        self.cache.put(key, etag, data)
+        if self.disk is not None:
+            self.disk.put(key, etag, data)
 
     def _complete_all(self, cal: Calendar) -> None:
         """Fetch the data of items whose size or mtime only the data can tell (Xandikos
@@ -422,11 +486,11 @@ class Tree:
     # --- contents -----------------------------------------------------------------------
 
     def _content(self, cal: Calendar, item: Item) -> bytes:
-        data = self.cache.get(item.info.key, item.info.etag)
+        data = self._cached(item)
         if data is not None:
             return data
         with cal.fetch_lock:
-            data = self.cache.get(item.info.key, item.info.etag)
+            data = self._cached(item)
             if data is not None:
                 return data
             # Take uncached siblings along, in name order from this one on: rsync, tar and
@@ -438,7 +502,7 @@ class Tree:
             for other in ordered[start + 1:] + ordered[:start]:
                 if len(batch) >= self.client.batch:
                     break
-                if (other.info.key, other.info.etag) not in self.cache:
+                if not self._has(other):
                     batch.append(other)
             found = self._fetch(cal, batch)
         data = found.get(item.info.key)
@@ -470,7 +534,7 @@ class Tree:
                 if item.mtime_ns is None:
                     item.mtime_ns = data_mtime(data) or cal.mtime_ns or 0
                 item.settle()
-            self.cache.put(info.key, etag, data)
+            self._remember(info.key, etag, data)
             found[info.key] = data
         return found
 

@@ -9,6 +9,7 @@ from caldavfs.dav import DavSession
 from caldavfs.errors import NotCalDAVError, UnauthorizedError
 from caldavfs.tree import Tree
 from tests import servers
+from tests.httpstub import Reply, Stub
 
 
 def _client(server: servers.Server, password: str | None = None) -> Client:
@@ -49,10 +50,18 @@ def test_discover_from_a_calendar(server: servers.Server) -> None:
     assert "weekly.ics" in names
 
 
-def test_discover_not_caldav_url(server: servers.Server) -> None:
-    item = server.dataset["work"].items["weekly.ics"]
-    with pytest.raises(NotCalDAVError):
-        _client(server).discover(server.url(item.href) + "/nothing/here/")
+_EMPTY_COLLECTION = (b'<multistatus xmlns="DAV:"><response><href>/</href><propstat><prop><resourcetype>'
+                     b"<collection/></resourcetype></prop><status>HTTP/1.1 200 OK</status></propstat>"
+                     b"</response></multistatus>")
+
+
+@pytest.mark.parametrize("reply", [Reply(404, b"<html/>"), Reply(200, b"<html/>"), Reply(405),
+                                   Reply(207, b"not xml"), Reply(207, _EMPTY_COLLECTION)])
+def test_discover_not_caldav(reply: Reply) -> None:
+    with Stub([reply]) as stub:
+        with pytest.raises(NotCalDAVError):
+            Client(DavSession(username="alice", password="pw", timeout=5)).discover(stub.url)
+        assert {r.method for r in stub.requests} == {"PROPFIND"}
 
 
 def test_wrong_password_radicale(radicale: servers.Server) -> None:

@@ -12,7 +12,9 @@ from tests import servers
 
 
 def _client(server: servers.Server, batch: int = 100) -> Client:
-    return Client(DavSession(username=server.username, password=server.password, timeout=10), batch=batch)
+    session = DavSession(username=server.username, password=server.password, timeout=10)
+    session.trust(server.base_url)
+    return Client(session, batch=batch)
 
 
 def _file_name(seeded: str) -> str:
@@ -60,7 +62,8 @@ def test_fetch_in_batches_is_byte_exact(server: servers.Server) -> None:
 
 
 def test_tree_reads_every_item_exactly(server: servers.Server) -> None:
-    tree = Tree(_client(server), _client(server).discover(server.base_url).home_url)
+    client = _client(server)
+    tree = Tree(client, client.discover(server.base_url).home_url)
     for cal in server.dataset.values():
         listed = {name for name, _ in tree.readdir(f"/{cal.name}")}
         for item in cal.items.values():

@@ -128,9 +128,10 @@ def test_password_not_in_ps_or_debug_log(radicale: servers.Server, mount_factory
     m = mount_factory(radicale, extra_args=["-d"])
     run(["cat", str(m.path / "home" / "dentist.ics")])
     run(["ls", "-lR", str(m.path)])
-    ps = run(["ps", "-ef"]).stdout.decode(errors="replace")
-    assert str(m.path) in ps, "the daemon is not in ps -ef output"
-    assert secret not in ps
+    for argv in (["ps", "-ef"], ["ps", "-efww"]):  # -ww: full command lines, not cut at 80 columns
+        ps = run(argv).stdout.decode(errors="replace")
+        assert secret not in ps, argv
+    assert str(m.path) in ps, "the daemon is not in ps -efww output"
     log = m.log()
     assert "PROPFIND" in log or "REPORT" in log, f"--debug logged no request lines:\n{log}"
     assert secret not in log
