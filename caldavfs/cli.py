@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import json
 import logging
 import netrc
 import os
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     umount = sub.add_parser("umount", help="unmount a caldavfs mount")
     umount.add_argument("mountpoint")
+
+    status = sub.add_parser("status", help="show a running mount's server, calendars, cache and requests")
+    status.add_argument("mountpoint")
     return parser
 
 
@@ -371,7 +375,23 @@ def cmd_umount(args: argparse.Namespace) -> int:
     raise ConfigError("no fusermount or umount found")
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        raw = os.getxattr(args.mountpoint, "user.caldavfs.stats")
+    except OSError as exc:
+        raise ConfigError(f"{args.mountpoint} is not a running caldavfs mount ({exc.strerror})") from exc
+    info = json.loads(raw)
+    print(f"server:     {info['server']} ({'reachable' if info['reachable'] else 'UNREACHABLE'})")
+    print(f"calendars:  {', '.join(info['calendars'])} ({info['items']} items)")
+    print(f"cache:      {info['cache_entries']} items, {info['cache_bytes']} bytes in memory, "
+          f"{info['cache_hits']} hits, {info['cache_misses']} misses")
+    methods = ", ".join(f"{k} {v}" for k, v in sorted(info["by_method"].items()))
+    print(f"requests:   {info['requests']} ({methods}), {info['bytes_received']} bytes received")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "status": cmd_status,
     "mount": cmd_mount,
     "demo": cmd_demo,
     "umount": cmd_umount,

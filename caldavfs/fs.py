@@ -219,15 +219,22 @@ class CaldavFS(Operations):
             "f_namemax": 255,
         }
 
+    @_errno_guard
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         # Counters for `caldavfs status` and the benchmark; asked by name only, never listed,
         # so that `cp -a` and `rsync -X` don't copy them.
         if path == "/" and name == STATS_XATTR:
             return json.dumps(self.tree.stats()).encode()
-        raise FuseOSError(errno.ENODATA)
+        if not name.startswith("user.caldav."):
+            raise FuseOSError(errno.ENODATA)  # ls asks for ACLs and SELinux labels on every file
+        value = self.tree.xattrs(path).get(name)
+        if value is None:
+            raise FuseOSError(errno.ENODATA)
+        return value.encode("utf-8", "surrogateescape")
 
+    @_errno_guard
     def listxattr(self, path: str) -> list[str]:
-        return []
+        return list(self.tree.xattrs(path))
 
     # --- write path -----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from caldavfs import names
 from caldavfs.cache import ContentCache
@@ -250,6 +251,28 @@ class Tree:
                 cal.by_key.pop(item.info.key, None)
             cal.mtime_ns = max(time.time_ns(), cal.mtime_ns + SECOND)
         self._save_listing(cal)
+
+    def xattrs(self, path: str) -> dict[str, str]:
+        """What ``getfattr -d`` shows: where a node lives on the server and its version."""
+        parts = split_path(path)
+        if not parts:
+            return {"user.caldav.url": self.home_url}
+        cal = self._calendar(parts[0])
+        if len(parts) == 1:
+            values = {"user.caldav.href": urlsplit(cal.info.url).path, "user.caldav.url": cal.info.url}
+            if cal.info.ctag:
+                values["user.caldav.ctag"] = cal.info.ctag
+            if cal.info.sync_token:
+                values["user.caldav.sync-token"] = cal.info.sync_token
+            if cal.info.components:
+                values["user.caldav.components"] = ",".join(cal.info.components)
+            return values
+        item = self.item(cal, parts[1]) if len(parts) == 2 else None
+        if item is None:
+            self.getattr(path)  # ENOENT for what does not exist
+            return {}
+        return {"user.caldav.href": urlsplit(item.info.url).path, "user.caldav.etag": item.info.etag,
+                "user.caldav.url": item.info.url}
 
     def calendar_names(self) -> list[str]:
         return list(self._home())

@@ -111,11 +111,11 @@ def daemon_pids(mountpoint: str | os.PathLike[str]) -> list[int]:
     return pids
 
 
-def cli_env(password: str | None, cache_home: str | os.PathLike[str] | None = None) -> dict[str, str]:
+def cli_env(password: str | None, cache_home: str | os.PathLike[str]) -> dict[str, str]:
     """The CLI's environment: the password in CALDAVFS_PASSWORD, and XDG_CACHE_HOME pointing into the
-    test's temporary folder (a fresh cache per mount unless given: state must come from the server)."""
+    test's temporary folder (never the user's ~/.cache; a fresh one per mount: state comes from the server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALDAVFS_")}
-    env["XDG_CACHE_HOME"] = str(cache_home) if cache_home is not None else tempfile.mkdtemp(prefix="xdg-cache-")
+    env["XDG_CACHE_HOME"] = str(cache_home)
     if password is not None:
         env["CALDAVFS_PASSWORD"] = password
     return env
@@ -154,7 +154,8 @@ def mount(server: servers.Server, *, ttl: float = 60, extra_args: Sequence[str] 
     try:
         with open(stderr_file, "wb") as err:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                  env=cli_env(server.password, base / f"{mnt.name}.cache"), timeout=MOUNT_TIMEOUT, check=False)
+                                  env=cli_env(server.password, base / f"{mnt.name}.cache"), timeout=MOUNT_TIMEOUT,
+                                  check=False)
         assert done.returncode == 0, f"caldavfs mount exited {done.returncode}:\n{m.log()}"
         assert is_mounted(mnt), f"caldavfs mount returned 0 but {mnt} is not in /proc/mounts:\n{m.log()}"
         yield m

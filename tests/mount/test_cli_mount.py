@@ -28,9 +28,10 @@ from tests.mount.conftest import (
 pytestmark = [pytest.mark.mount, pytest.mark.integration]
 
 
-def run_cli(argv: list[str], password: str | None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(argv: list[str], password: str | None, cache_home: Path,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CALDAVFS, *argv], capture_output=True, text=True, timeout=timeout, check=False,
-                          stdin=subprocess.DEVNULL, env=cli_env(password))
+                          stdin=subprocess.DEVNULL, env=cli_env(password, cache_home))
 
 
 def assert_one_line_message(stderr: str) -> None:
@@ -46,7 +47,8 @@ def test_wrong_password_fails_cleanly(radicale: servers.Server, tmp_path: Path) 
     mnt.mkdir()
     try:
         done = run_cli(["mount", radicale.base_url, str(mnt), "--username", radicale.username,
-                        "--log-file", str(tmp_path / "log")], password="not-the-password")
+                        "--log-file", str(tmp_path / "log")], password="not-the-password",
+                       cache_home=tmp_path / "cache")
         assert done.returncode != 0
         assert_one_line_message(done.stderr)
         assert "not-the-password" not in done.stderr + done.stdout
@@ -64,7 +66,8 @@ def test_closed_port_fails_fast(tmp_path: Path) -> None:
     try:
         t0 = time.monotonic()
         done = run_cli(["mount", f"http://127.0.0.1:{port}/", str(mnt), "--username", "alice",
-                        "--log-file", str(tmp_path / "log")], password="pw", timeout=30)
+                        "--log-file", str(tmp_path / "log")], password="pw", cache_home=tmp_path / "cache",
+                       timeout=30)
         elapsed = time.monotonic() - t0
         assert done.returncode != 0
         assert elapsed < 10, f"took {elapsed:.1f} s to give up on a closed port"
@@ -94,7 +97,7 @@ def test_foreground_mount_ends_cleanly_on_signal(radicale: servers.Server, tmp_p
     mnt.mkdir()
     proc = subprocess.Popen([CALDAVFS, "mount", radicale.base_url, str(mnt), "--username", radicale.username,
                              "-f"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=cli_env(radicale.password))
+                            text=True, env=cli_env(radicale.password, tmp_path / "cache"))
     try:
         wait_mounted(proc, mnt)
         assert sorted(os.listdir(mnt)) == sorted(radicale.dataset)

@@ -160,9 +160,9 @@ def test_digest_challenge_answered_with_digest() -> None:
 
 
 def test_401_raises_unauthorized() -> None:
-    with Stub([Reply(401, b"", {"WWW-Authenticate": 'Basic realm="x"'})]) as stub:
-        with pytest.raises(E.UnauthorizedError):
-            _session(stub).request("PROPFIND", stub.url, body=BODY, depth="0")
+    challenge = {"WWW-Authenticate": 'Basic realm="x"'}
+    with Stub([Reply(401, b"", challenge)]) as stub, pytest.raises(E.UnauthorizedError):
+        _session(stub).request("PROPFIND", stub.url, body=BODY, depth="0")
 
 
 def test_stats_count_requests_by_method() -> None:

@@ -8,6 +8,7 @@ import math
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,14 +19,17 @@ from caldavfs.client import Client
 from caldavfs.dav import DavSession
 from caldavfs.fs import CaldavFS, errno_for
 from caldavfs.tree import Tree
+from caldavfs.writer import Writer
 from tests import servers
 
 
 @pytest.fixture
-def fs(server: servers.Server) -> CaldavFS:
+def fs(server: servers.Server, tmp_path: Path) -> CaldavFS:
+    """A read-only mount's operations (the write path is tested elsewhere)."""
     client = Client(DavSession(username=server.username, password=server.password, timeout=10))
     found = client.discover(server.base_url)
-    return CaldavFS(Tree(client, found.home_url))
+    tree = Tree(client, found.home_url)
+    return CaldavFS(tree, Writer(tree, tmp_path / "conflicts", read_only=True))
 
 
 def _file_name(seeded: str) -> str:
@@ -124,20 +128,24 @@ def test_open_for_writing_erofs(fs: CaldavFS, flags: int) -> None:
 
 @pytest.mark.parametrize(("op", "args"), [
     ("create", ("/work/new.ics", 0o600)),
-    ("write", ("/work/weekly.ics", b"x", 0, 0)),
     ("truncate", ("/work/weekly.ics", 0)),
     ("unlink", ("/work/weekly.ics",)),
     ("mkdir", ("/new", 0o700)),
     ("rmdir", ("/work",)),
     ("rename", ("/work/weekly.ics", "/work/w.ics")),
     ("link", ("/work/w.ics", "/work/weekly.ics")),
-    ("symlink", ("/work/s", "/work/weekly.ics")),
     ("chmod", ("/work/weekly.ics", 0o644)),
     ("chown", ("/work/weekly.ics", 0, 0)),
     ("utimens", ("/work/weekly.ics", None)),
 ])
 def test_write_ops_erofs(fs: CaldavFS, op: str, args: tuple[Any, ...]) -> None:
     assert _errno(lambda: getattr(fs, op)(*args)) == errno.EROFS
+
+
+def test_symlink_and_xattr_writes_refused(fs: CaldavFS) -> None:
+    assert _errno(lambda: fs.symlink("/work/s", "/work/weekly.ics")) in (errno.EPERM, errno.EROFS)
+    assert _errno(lambda: fs.setxattr("/work/weekly.ics", "user.x", b"1", 0)) in (errno.ENOTSUP, errno.EROFS)
+    assert not (Path(fs.writer.conflicts_dir)).exists()
 
 
 def test_read_at_offsets(fs: CaldavFS, server: servers.Server) -> None:
@@ -161,6 +169,8 @@ EXPECTED = {
     E.TransportError: errno.EIO,
     E.InvalidResponseError: errno.EIO,
     E.ServerError: errno.EIO,
+    E.AlreadyExistsError: errno.EEXIST,
+    E.DirectoryNotEmptyError: errno.ENOTEMPTY,
 }
 
 
@@ -171,7 +181,8 @@ def test_every_error_class_is_listed() -> None:
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
 def test_errno_for_every_error_class(cls: type[E.CaldavfsError]) -> None:
     code = errno_for(cls("boom"))
-    assert code in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EIO, errno.EINVAL, errno.ENOSPC, errno.EROFS)
+    assert code in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EIO, errno.EINVAL, errno.ENOSPC, errno.EROFS,
+                    errno.EEXIST, errno.ENOTEMPTY)
     assert (code == errno.EINVAL) == (cls is E.RejectedError)
     if cls in EXPECTED:
         assert code == EXPECTED[cls]
@@ -193,12 +204,12 @@ class _Broken:
     (KeyError("a bug"), errno.EIO),
 ])
 def test_guard_turns_every_exception_into_a_deliberate_errno(exc: BaseException, code: int) -> None:
-    fs = CaldavFS(_Broken(exc))  # type: ignore[arg-type]
+    fs = CaldavFS(_Broken(exc), None)  # type: ignore[arg-type]
     assert _errno(lambda: fs.getattr("/x")) == code
 
 
 def test_statfs_and_xattrs() -> None:
-    fs = CaldavFS(_Broken(ValueError()))  # type: ignore[arg-type]
+    fs = CaldavFS(_Broken(ValueError()), None)  # type: ignore[arg-type]
     assert fs.statfs("/")["f_namemax"] == 255
     assert fs.listxattr("/") == []
     assert _errno(lambda: fs.getxattr("/", "user.x")) == errno.ENODATA
