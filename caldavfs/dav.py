@@ -163,7 +163,7 @@ class DavSession:
         self._verify = verify
         self._trusted: set[tuple[str, str, int]] = set()
         self._digest: requests.auth.HTTPDigestAuth | None = None
-        self._reachable = True
+        self._reachable: bool | None = None
         self._state_lock = threading.Lock()
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or netrc from the environment behind our back
@@ -238,7 +238,8 @@ class DavSession:
 
     def _mark_reachable(self, reachable: bool, url: str) -> None:
         with self._state_lock:
-            changed = reachable != self._reachable
+            # Nothing to say before the first answer: the mount's own check reports that.
+            changed = self._reachable is not None and reachable != self._reachable
             self._reachable = reachable
         if changed and reachable:
             log.warning("server %s is reachable again", urlsplit(url).netloc)
@@ -247,7 +248,7 @@ class DavSession:
 
     @property
     def reachable(self) -> bool:
-        return self._reachable
+        return self._reachable is not False
 
     def _follow(
         self, method: str, url: str, body: bytes | None, headers: dict[str, str], deadline: float

@@ -374,12 +374,13 @@ class Tree:
                 cal.retry_at = self._clock() + min(self.ttl, RETRY_AFTER_FAILURE)
                 return
             self._apply_items(cal, infos)
-            if not cal.meta_mtime_ns:
-                cal.meta_mtime_ns = cal.mtime_ns
             cal.listed_tag = tag
             cal.stale = False
             cal.listed = True
         self._complete_all(cal)
+        if not cal.meta_mtime_ns:
+            # Only now is the folder's mtime known on servers without getlastmodified (Xandikos).
+            cal.meta_mtime_ns = cal.mtime_ns
         self._save_listing(cal)
 
     def _apply_items(self, cal: Calendar, infos: dict[str, ItemInfo]) -> None:

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -34,11 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 from urllib.parse import quote, unquote, urljoin
 
 import requests
@@ -49,10 +52,14 @@ from caldavfs.client import DEFAULT_BATCH
 from caldavfs.radicale_server import LocalRadicale
 from caldavfs.sample import generate, mutate
 
+T = TypeVar("T")
+
 REPO = Path(__file__).resolve().parent.parent
 CALDAVFS = REPO / ".venv" / "bin" / "caldavfs"
 STATS_XATTR = "user.caldavfs.stats"
 GREP_PATTERN = "Zugspitze"
+# What `caldavfs -d` logs for every request it sends (dav.py): "METHOD URL -> STATUS in T s, N bytes".
+REQUEST_LINE = re.compile(rb"caldavfs: DEBUG: ([A-Z-]+) \S+ -> \d+ in [\d.]+ s, (\d+) bytes")
 DAV = "{DAV:}"
 CAL = "{urn:ietf:params:xml:ns:caldav}"
 
@@ -75,7 +82,7 @@ PROPFIND_HOME = (
 
 # Row keys, in table order, with their labels.
 ROWS: list[tuple[str, str]] = [
-    ("mount", "mount (`caldavfs mount` until live)"),
+    ("mount", "fresh mount (`caldavfs mount` until live)"),
     ("ls", "cold `ls -l` of the biggest calendar"),
     ("cat", "`cat` of one uncached item (calendar listed)"),
     ("cold", "cold `rsync -a` of the whole mount"),
@@ -83,7 +90,7 @@ ROWS: list[tuple[str, str]] = [
     ("expired", "repeat `rsync -a`, nothing changed, TTL expired"),
     ("changed", "`rsync -a` after 10 changed, 2 added, 1 deleted"),
     ("remount", "unmount, mount again, `rsync -a` (time incl. mount)"),
-    ("grep", "`grep -r` over everything (after the remount's rsync)"),
+    ("grep", "`grep -r` over everything (on the remount, after its rsync)"),
 ]
 
 
@@ -231,6 +238,7 @@ class Sample:
     server_log: int
     received: int
     rss_kb: int
+    methods: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -257,14 +265,31 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def rsync(src: Path, dst: Path) -> tuple[int, int]:
-    """`rsync -a --delete --itemize-changes src/ dst/`: (files copied, files deleted)."""
+@dataclass
+class Copied:
+    files: list[str]
+    deleted: list[str]
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return len(self.files), len(self.deleted)
+
+    def __str__(self) -> str:
+        text = f"{len(self.files)} copied, {len(self.deleted)} deleted"
+        if 0 < len(self.files) <= 20:
+            text += ": " + ", ".join(self.files[:5]) + (" ..." if len(self.files) > 5 else "")
+        return text
+
+
+def rsync(src: Path, dst: Path) -> Copied:
+    """`rsync -a --delete --itemize-changes src/ dst/`: the files copied and deleted."""
     done = subprocess.run(["rsync", "-a", "--delete", "--itemize-changes", f"{src}/", f"{dst}/"],
                           capture_output=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"rsync {src} -> {dst} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
     lines = done.stdout.decode("utf-8", "replace").splitlines()
-    return sum(1 for x in lines if x.startswith(">f")), sum(1 for x in lines if x.startswith("*deleting"))
+    return Copied([x.split(" ", 1)[1] for x in lines if x.startswith(">f")],
+                  [x.split(" ", 1)[1].strip() for x in lines if x.startswith("*deleting")])
 
 
 def grep_files(root: Path) -> set[str]:
@@ -277,6 +302,28 @@ def grep_files(root: Path) -> set[str]:
 def counter(stats: dict[str, object], key: str) -> int:
     value = stats.get(key, 0)
     return int(value) if isinstance(value, (int, float)) else 0
+
+
+def logged_requests(text: bytes, methods: Counter[str] | None = None) -> tuple[int, int]:
+    """(requests, bytes received) in a stretch of a `caldavfs -d` log; counts methods into `methods`."""
+    n = got = 0
+    for m in REQUEST_LINE.finditer(text):
+        n += 1
+        got += int(m.group(2))
+        if methods is not None:
+            methods[m.group(1).decode()] += 1
+    return n, got
+
+
+def is_mounted(path: Path) -> bool:
+    """From /proc/self/mounts: a stat of the mount root would make caldavfs do work (and requests)."""
+    want = str(path)
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].replace("\\040", " ") == want:
+                return True
+    return False
 
 
 def vm_hwm_kb(pid: int) -> int:
@@ -316,21 +363,43 @@ class Mounter:
         self.xdg_cache = xdg_cache
         self.pid: int | None = None
         self.count = 0
+        self.log_path: Path | None = None
+        self.log_offset = 0
+        # Requests of the current mount so far, by our count of its -d log (the parent's stderr included).
+        self.requests = 0
+        self.received = 0
+        self.methods: Counter[str] = Counter()
         self.mnt.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
 
     @property
     def mounted(self) -> bool:
-        return os.path.ismount(self.mnt)
+        return is_mounted(self.mnt)
+
+    def read_log(self) -> tuple[int, int]:
+        """Requests and bytes the daemon logged since the last call; kept in self.requests/received."""
+        if self.log_path is None or not self.log_path.exists():
+            return 0, 0
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            text = f.read()
+        # Only whole lines: the daemon may be halfway through one.
+        end = text.rfind(b"\n") + 1
+        self.log_offset += end
+        n, got = logged_requests(text[:end], self.methods)
+        self.requests += n
+        self.received += got
+        return n, got
 
     def mount(self) -> float:
         if self.mounted:
             raise RuntimeError(f"{self.mnt} is still mounted")
         self.count += 1
+        self.log_path = self.logs / f"mount-{self.count}.log"
+        self.log_offset = 0
         env = dict(os.environ, CALDAVFS_PASSWORD=self.radicale.password, XDG_CACHE_HOME=str(self.xdg_cache))
         cmd = [str(CALDAVFS), "mount", self.radicale.url, str(self.mnt), "--username", self.radicale.username,
-               "--cache-ttl", f"{self.ttl:g}", "--log-file", str(self.logs / f"mount-{self.count}.log"),
-               *self.extra]
+               "--cache-ttl", f"{self.ttl:g}", "--log-file", str(self.log_path), "-d", *self.extra]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False)
         seconds = time.perf_counter() - t0
@@ -339,6 +408,9 @@ class Mounter:
             raise RuntimeError(f"caldavfs mount failed ({done.returncode}): {done.stderr.decode()[-800:]}")
         if self.pid is None:
             raise RuntimeError("mounted, but no caldavfs process has the mount point in its argv")
+        # Discovery ran in the parent, before the fork: its requests are on its stderr.
+        self.methods = Counter()
+        self.requests, self.received = logged_requests(done.stderr, self.methods)
         return seconds
 
     def _find_daemon(self) -> int | None:
@@ -473,23 +545,39 @@ class Bench:
 
     # -- rows -----------------------------------------------------------------------------
 
-    def row(self, key: str, fn: Callable[[], object], *, fresh_counter: bool = False) -> object:
+    def row(self, key: str, fn: Callable[[], T], *, fresh_counter: bool = False) -> T:
         """Run `fn` as row `key`; fresh_counter: `fn` mounts, so the counters start at zero."""
         m = self.mounter
-        before: dict[str, object] = {} if fresh_counter else m.stats()
+        if not fresh_counter:
+            stray, _ = m.read_log()
+            if stray:
+                say(f"note: {stray} requests between rows, before {key}")
+        before = (0, 0) if fresh_counter else (m.requests, m.received)
+        methods_before = Counter() if fresh_counter else Counter(m.methods)
         log_offset = self.server.log_size()
         t0 = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t0
-        after = m.stats()
+        m.read_log()
         logged, _ = self.server.count_log(log_offset)
         assert m.pid is not None
-        sample = Sample(seconds, counter(after, "requests") - counter(before, "requests"), logged,
-                        counter(after, "bytes_received") - counter(before, "bytes_received"), vm_hwm_kb(m.pid))
+        sample = Sample(seconds, m.requests - before[0], logged, m.received - before[1], vm_hwm_kb(m.pid),
+                        dict(m.methods - methods_before))
         self.results.rows.setdefault(key, []).append(sample)
-        say(f"{key}: {seconds:.2f} s, {sample.requests} requests (server log {logged}), "
+        say(f"{key}: {seconds:.2f} s, {sample.requests} requests {sample.methods} (server log {logged}), "
             f"{sample.received / 1e6:.2f} MB, peak RSS {sample.rss_kb / 1024:.0f} MB")
         return out
+
+    def unmount_checked(self, label: str) -> None:
+        """Cross-check our count of the -d log with the daemon's own counter, then unmount."""
+        m = self.mounter
+        m.read_log()
+        stats = m.stats()  # a getxattr may itself cause requests (root attributes): read the log again
+        m.read_log()
+        own, ours = counter(stats, "requests"), m.requests
+        self.results.check(f"{label}: the `{STATS_XATTR}` request counter agrees with the -d log",
+                           own == ours, f"xattr {own}, log {ours}")
+        m.unmount()
 
     def compare_backup(self, backup: Path, data: dict[str, dict[str, Item]], label: str) -> None:
         missing = extra = differ = 0
@@ -530,7 +618,7 @@ class Bench:
                                                      check=True).stdout)
         if run == 0:
             r.check("cat: bytes equal a GET of the item", out == self.server.get(self.big, cat_name))
-        m.unmount()
+        self.unmount_checked(f"run {run + 1} mount A")
 
         # Mount B: cold rsync, repeats, the change round.
         self.wipe_cache()
@@ -538,7 +626,7 @@ class Bench:
         backup = self.work / f"backup-{run}"
         backup.mkdir()
         mounted_at = time.monotonic()
-        m.mount()
+        self.row("mount", m.mount, fresh_counter=True)
         copied = self.row("cold", lambda: rsync(m.mnt, backup))
         self.compare_backup(backup, data, f"run {run + 1} cold rsync")
         if run == 0:
@@ -548,8 +636,9 @@ class Bench:
                         and int((backup / slug / name).stat().st_mtime) != li.mtime)
             r.check("cold rsync: every item keeps the server's getlastmodified as its mtime", wrong == 0,
                     f"{wrong} differ")
-            r.check("cold rsync: files copied == items + metadata files", isinstance(copied, tuple)
-                    and copied[0] >= self.items_total, f"{copied}")
+            files = sum(1 for p in backup.rglob("*") if p.is_file())
+            r.check("cold rsync: every file of the backup was copied once",
+                    copied.counts == (files, 0), f"{copied}; {files} files in the backup")
 
         copied = self.row("repeat", lambda: rsync(m.mnt, backup))
         elapsed = time.monotonic() - mounted_at
@@ -558,35 +647,34 @@ class Bench:
             self.ttl_notes.append(f"run {run + 1}: the within-TTL repeat ended {elapsed:.1f} s after the mount, "
                                   f"past the TTL of {self.mounter.ttl:g} s: raise --ttl")
         r.check(f"run {run + 1} repeat within TTL: nothing copied, and it really ran within the TTL",
-                copied == (0, 0) and within, f"copied/deleted {copied}, {elapsed:.1f} s after mount")
+                copied.counts == (0, 0) and within, f"{copied}, {elapsed:.1f} s after mount")
         last_listing = time.monotonic()
 
         self._sleep_until(last_listing + self.mounter.ttl + 1, "TTL expiry")
         copied = self.row("expired", lambda: rsync(m.mnt, backup))
-        r.check(f"run {run + 1} repeat after TTL: nothing copied", copied == (0, 0), f"copied/deleted {copied}")
+        r.check(f"run {run + 1} repeat after TTL: nothing copied", copied.counts == (0, 0), f"{copied}")
         last_listing = time.monotonic()
 
         deleted = self.change(run, data)
         self._sleep_until(last_listing + self.mounter.ttl + 1, "TTL expiry after the changes")
         copied = self.row("changed", lambda: rsync(m.mnt, backup))
         r.check(f"run {run + 1} after changes: exactly 12 files copied and 1 deleted (--delete)",
-                copied == (12, 1), f"copied/deleted {copied}")
+                copied.counts == (12, 1), f"{copied}")
         now = {slug: self.server.report(slug) for slug in self.slugs}
         self.compare_backup(backup, now, f"run {run + 1} after changes")
         r.check(f"run {run + 1} after changes: the deleted item is gone from the backup",
                 not (backup / deleted[0] / deleted[1]).exists(), "/".join(deleted))
-        m.unmount()
+        self.unmount_checked(f"run {run + 1} mount B")
 
         # Mount C: remount with the cache kept, rsync into the same backup, then grep.
         say("mount C (remount): rsync, grep")
         copied = self.row("remount", lambda: (m.mount(), rsync(m.mnt, backup))[1], fresh_counter=True)
-        r.check(f"run {run + 1} remount: nothing copied", copied == (0, 0), f"copied/deleted {copied}")
+        r.check(f"run {run + 1} remount: nothing copied", copied.counts == (0, 0), f"{copied}")
         found = self.row("grep", lambda: grep_files(m.mnt))
-        assert isinstance(found, set)
         expected = grep_files(backup)
         r.check(f"run {run + 1} grep -r: same files as grep over the backup", found == expected,
                 f"{len(expected)} files" if found == expected else f"differ: {sorted(found ^ expected)[:3]}")
-        m.unmount()
+        self.unmount_checked(f"run {run + 1} mount C")
         shutil.rmtree(backup, ignore_errors=True)
 
     @staticmethod
@@ -643,8 +731,9 @@ class Bench:
                    f"{'kept between mounts' if a.keep_cache else 'wiped before each fresh mount'}. "
                    f"Server warmed up before timing (one PROPFIND Depth 1 per calendar: {self.warm_up_s:.1f} s).")
         out.append("")
-        out.append("| row | wall s | floor | floor s | ratio | requests | server log | received | peak RSS |")
-        out.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        out.append("| row | wall s | floor | floor s | ratio | requests | server log | methods (last run) | received "
+                   "| peak RSS |")
+        out.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
         for key, label in ROWS:
             samples = r.rows.get(key)
             if not samples:
@@ -656,12 +745,16 @@ class Bench:
                 fl[0] if fl else "-", f"{fl[1]:.2f}" if fl else "-",
                 f"{secs / fl[1]:.1f} x" if fl and fl[1] > 0 else "-",
                 _spread([s.requests for s in samples]), _spread([s.server_log for s in samples]),
+                ", ".join(f"{k} {v}" for k, v in sorted(samples[-1].methods.items())) or "-",
                 _mb(statistics.median(s.received for s in samples)),
                 f"{max(s.rss_kb for s in samples) / 1024:.0f} MB",
             ]) + " |")
         out.append("")
-        out.append("Requests and bytes: the mount's own counters (`user.caldavfs.stats`), the row's delta; "
-                   "the remount row counts the new mount from zero (discovery included). Server log: "
+        out.append("Requests and bytes: counted from the mount's `-d` log over the row (checked against the "
+                   "`user.caldavfs.stats` counter at each unmount; reading that xattr during a row would itself "
+                   "make caldavfs stat the root); the mount and remount rows count the new mount from zero "
+                   "(discovery included). Two mounts per run are fresh, so the mount row has 2 samples a run. "
+                   "Server log: "
                    "caldavfs requests in Radicale's log over the same span. Peak RSS: the daemon's VmHWM "
                    "since its mount (max over runs).")
         out.append("")
@@ -796,7 +889,10 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Explicitly: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
     work = Path(tempfile.mkdtemp(prefix="caldavfs-bench-"))
     bench = Bench(args, work)
     started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from caldavfs.client import Client, canonical_href
@@ -9,7 +11,7 @@ from caldavfs.dav import DavSession
 from caldavfs.errors import NotCalDAVError, UnauthorizedError
 from caldavfs.tree import Tree
 from tests import servers
-from tests.httpstub import Reply, Stub
+from tests.httpstub import Reply, Request, Stub
 
 
 def _client(server: servers.Server, password: str | None = None) -> Client:
@@ -67,3 +69,34 @@ def test_discover_not_caldav(reply: Reply) -> None:
 def test_wrong_password_radicale(radicale: servers.Server) -> None:
     with pytest.raises(UnauthorizedError):
         _client(radicale, password="wrong").discover(radicale.base_url)
+
+
+def test_home_set_on_another_host_gets_credentials() -> None:
+    """iCloud: the principal names a home-set on a pNN-caldav host; the recorded answers replayed."""
+    data = Path(__file__).resolve().parent.parent / "data"
+    home_xml = (data / "icloud_propfind_home.xml").read_bytes()
+
+    def home_handler(req: Request) -> Reply:
+        if not req.headers.get("Authorization", "").startswith("Basic "):
+            return Reply(401, b"", {"WWW-Authenticate": 'Basic realm="icloud"'})
+        return Reply(207, home_xml)
+
+    with Stub(home_handler) as home:
+        principal_xml = (data / "icloud_propfind_principal.xml").read_bytes().replace(
+            b"https://p51-caldav.icloud.com:443/", home.url.encode())
+
+        def front_handler(req: Request) -> Reply:
+            if req.path == "/":
+                return Reply(207, (data / "icloud_propfind_root.xml").read_bytes())
+            if req.path.startswith("/123456789/principal"):
+                return Reply(207, principal_xml)
+            return Reply(404)
+
+        with Stub(front_handler) as front:
+            client = Client(DavSession(username="alice", password="pw", timeout=5))
+            found = client.discover(front.url)
+            assert found.home_url == home.url + "123456789/calendars/"
+            cals = client.list_calendars(found.home_url)
+        assert sorted((c.url.rstrip("/").rsplit("/", 1)[-1], c.displayname) for c in cals) == [
+            ("home", "홈"), ("tasks", "미리 알림"), ("work", "직장")]
+        assert all(r.headers.get("Authorization", "").startswith("Basic ") for r in home.requests)

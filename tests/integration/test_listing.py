@@ -116,3 +116,21 @@ def test_tree_ttl0_sees_changes(fresh_server: servers.Server) -> None:
         pass
     else:
         raise AssertionError("a deleted item is still there")
+
+
+def test_stat_is_stable_across_remounts(server: servers.Server) -> None:
+    """Two independent Trees (two mounts) show the same mtime, size and inode for everything."""
+    def snapshot() -> dict[str, tuple[int, int, int]]:
+        tree = Tree(_client(server), server.home_url)
+        out = {"/": (tree.getattr("/").mtime_ns, 0, tree.getattr("/").ino)}
+        for cal, _ in tree.readdir("/"):
+            for name, node in [(f"/{cal}", tree.getattr(f"/{cal}"))] + [
+                    (f"/{cal}/{n}", nd) for n, nd in tree.readdir(f"/{cal}")]:
+                out[name] = (node.mtime_ns, node.size, node.ino)
+        return out
+
+    first, second = snapshot(), snapshot()
+    assert first == second
+    assert all(mtime > 0 for mtime, _, _ in first.values())
+    if server.kind == "xandikos":  # no getlastmodified: from the data's DTSTAMP (servers.DTSTAMP)
+        assert first["/work/weekly.ics"][0] // 1_000_000_000 == 1767225600

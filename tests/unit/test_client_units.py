@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from caldavfs import davxml as x
 from caldavfs.client import (
+    Client,
+    ItemInfo,
     canonical_href,
     data_mtime,
     is_child,
@@ -17,6 +20,8 @@ from caldavfs.client import (
     parse_http_date,
     restore_bytes,
 )
+from caldavfs.dav import DavSession
+from tests.httpstub import Reply, Request, Stub
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 BASE = "http://127.0.0.1:5232/alice/work/"
@@ -185,3 +190,73 @@ def test_parse_http_date(value: str) -> None:
 @pytest.mark.parametrize("value", [None, "", "garbage", "Sun, 99 Foo 2026", "yesterday"])
 def test_parse_http_date_garbage(value: str | None) -> None:
     assert parse_http_date(value) is None
+
+
+# --- multiget batching against a scripted server -------------------------------------------------
+
+ICS = "BEGIN:VCALENDAR\nUID:{n}\nEND:VCALENDAR\n"
+
+
+def _multistatus(hrefs: list[str]) -> bytes:
+    parts = []
+    for h in hrefs:
+        n = h.rsplit("/", 1)[-1]
+        parts.append(f'<D:response><D:href>{h}</D:href><D:propstat><D:prop><D:getetag>"e-{n}"</D:getetag>'
+                     f"<C:calendar-data>{ICS.format(n=n)}</C:calendar-data></D:prop>"
+                     "<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>")
+    return ('<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+            + "".join(parts) + "</D:multistatus>").encode()
+
+
+def _asked(req: Request) -> list[str]:
+    return [h.text or "" for h in etree.fromstring(req.body).iter("{DAV:}href")]
+
+
+def _items(stub: Stub, n: int) -> list[ItemInfo]:
+    out = []
+    for i in range(n):
+        url = f"{stub.url}cal/{i}.ics"
+        size = len(ICS.format(n=f"{i}.ics").replace("\n", "\r\n"))
+        out.append(ItemInfo(url=url, key=canonical_href(url, url), etag=f'"e-{i}.ics"', size=size))
+    return out
+
+
+def _fetch_all(stub: Stub, n: int, batch: int) -> dict[str, bytes]:
+    session = DavSession(timeout=10, retries=0)
+    got = Client(session, batch=batch).fetch(stub.url + "cal/", _items(stub, n))
+    return {info.url.rsplit("/", 1)[-1]: data for info, _, data in got}
+
+
+def test_fetch_short_answers_are_asked_again() -> None:
+    # A server that stops after 2 hrefs per answer without saying so (Zoho does at 100).
+    with Stub(lambda req: Reply(207, _multistatus(_asked(req)[:2]))) as stub:
+        got = _fetch_all(stub, 7, batch=5)
+        assert sorted(got) == sorted(f"{i}.ics" for i in range(7))
+        assert got["3.ics"] == ICS.format(n="3.ics").replace("\n", "\r\n").encode()
+        assert all(len(_asked(r)) <= 5 for r in stub.requests)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 507])
+def test_fetch_shrinks_batch_on_5xx(status: int) -> None:
+    def handler(req: Request) -> Reply:
+        hrefs = _asked(req)
+        return Reply(status, b"too big") if len(hrefs) > 2 else Reply(207, _multistatus(hrefs))
+
+    with Stub(handler) as stub:
+        got = _fetch_all(stub, 6, batch=6)
+        assert sorted(got) == sorted(f"{i}.ics" for i in range(6))
+
+
+def test_fetch_skips_items_the_server_says_are_gone() -> None:
+    def handler(req: Request) -> Reply:
+        hrefs = _asked(req)
+        body = _multistatus([h for h in hrefs if not h.endswith("/1.ics")]).replace(
+            b"</D:multistatus>",
+            f"<D:response><D:href>{hrefs[1]}</D:href><D:status>HTTP/1.1 404 Not Found</D:status>"
+            "</D:response></D:multistatus>".encode())
+        return Reply(207, body)
+
+    with Stub(handler) as stub:
+        got = _fetch_all(stub, 3, batch=3)
+        assert sorted(got) == ["0.ics", "2.ics"]
+        assert len(stub.requests) == 1

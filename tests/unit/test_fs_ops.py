@@ -208,8 +208,7 @@ def test_guard_turns_every_exception_into_a_deliberate_errno(exc: BaseException,
     assert _errno(lambda: fs.getattr("/x")) == code
 
 
-def test_statfs_and_xattrs() -> None:
-    fs = CaldavFS(_Broken(ValueError()), None)  # type: ignore[arg-type]
+def test_statfs_and_unknown_xattrs(fs: CaldavFS) -> None:
     assert fs.statfs("/")["f_namemax"] == 255
-    assert fs.listxattr("/") == []
-    assert _errno(lambda: fs.getxattr("/", "user.x")) == errno.ENODATA
+    assert _errno(lambda: fs.getxattr("/work/weekly.ics", "security.selinux")) == errno.ENODATA
+    assert _errno(lambda: fs.getxattr("/work/weekly.ics", "system.posix_acl_access")) == errno.ENODATA
