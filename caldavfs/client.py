@@ -20,6 +20,7 @@ from caldavfs import davxml as x
 from caldavfs.dav import DavSession, origin
 from caldavfs.errors import (
     DavError,
+    InsufficientStorageError,
     InvalidResponseError,
     MethodNotAllowedError,
     NotCalDAVError,
@@ -198,7 +199,13 @@ class Client:
         for candidate in candidates:
             try:
                 found = self._discover_from(candidate)
-            except (NotFoundError, MethodNotAllowedError, InvalidResponseError) as exc:
+            except NotFoundError as exc:
+                if candidate == url and parts.path not in ("", "/"):
+                    # A mistyped calendar URL must not quietly mount the whole account.
+                    raise NotCalDAVError(f"{url} does not exist on the server (HTTP 404)") from exc
+                problems.append(str(exc))
+                continue
+            except (MethodNotAllowedError, InvalidResponseError) as exc:
                 problems.append(str(exc))
                 continue
             except DavError as exc:
@@ -333,7 +340,8 @@ class Client:
             chunk, pending = pending[:size], pending[size:]
             try:
                 got, missing = self._multiget(calendar_url, chunk)
-            except (TransportError, ServerError, InvalidResponseError) as exc:
+            except (TransportError, ServerError, InsufficientStorageError, InvalidResponseError) as exc:
+                # A 507 on a REPORT means the server would not answer this many at once.
                 if len(chunk) == 1:
                     raise
                 size = max(1, len(chunk) // 2)

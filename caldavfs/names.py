@@ -64,7 +64,7 @@ def assign(raw_by_key: Mapping[str, str], *, item: bool) -> dict[str, str]:
             continue
         suffix = ITEM_SUFFIX if item else ""
         stem = name[: -len(suffix)] if suffix else name
-        exact = [k for k in keys if _natural(raw_by_key[k], item) == name]
+        exact = [k for k in keys if raw_by_key[k] == name]
         for key in sorted(keys):
             if len(exact) == 1 and key == exact[0]:
                 result[key] = name  # the one whose name needed no change keeps it
@@ -81,7 +81,3 @@ def assign(raw_by_key: Mapping[str, str], *, item: bool) -> dict[str, str]:
             result[key] = name
         taken[name] = key
     return result
-
-
-def _natural(raw: str, item: bool) -> str:
-    return raw if not item or raw.endswith(ITEM_SUFFIX) else raw + ITEM_SUFFIX
