@@ -99,11 +99,22 @@ class Calendar:
     mtime_ns: int = 0
     # The metadata files' mtime: moves only when displayname or color do (todoman watches it).
     meta_mtime_ns: int = 0
+    # A folder mtime set through the mount (rsync -a restoring a backup), until the next change.
+    user_mtime: int | None = None
     retry_at: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
     fetch_lock: threading.Lock = field(default_factory=threading.Lock)
     # Files held by the write path (scratch files, items open for writing), by name.
     local: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown_mtime(self) -> int:
+        return self.user_mtime if self.user_mtime is not None else self.mtime_ns
+
+    def touch(self) -> None:
+        """Something in the calendar changed: its folder mtime moves (khal's ctag)."""
+        self.mtime_ns = max(time.time_ns(), self.mtime_ns + SECOND)
+        self.user_mtime = None
 
     def meta(self) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
@@ -151,7 +162,7 @@ class Tree:
         cal = self._calendar(parts[0])
         if len(parts) == 1:
             self._ensure_listed(cal)
-            return Node("dir", cal.ino, 0, cal.mtime_ns, nlink=2)
+            return Node("dir", cal.ino, 0, cal.shown_mtime, nlink=2)
         if len(parts) == 2:
             return self._child_node(cal, parts[1])
         raise NotFoundError(f"{path}: no such file")
@@ -160,7 +171,7 @@ class Tree:
         parts = split_path(path)
         if not parts:
             cals = self._home()
-            return [(c.name, Node("dir", c.ino, 0, c.mtime_ns, nlink=2)) for c in cals.values()]
+            return [(c.name, Node("dir", c.ino, 0, c.shown_mtime, nlink=2)) for c in cals.values()]
         if len(parts) > 1:
             raise NotFoundError(f"{path}: not a directory")
         cal = self._calendar(parts[0])
@@ -213,7 +224,17 @@ class Tree:
     def invalidate_home(self) -> None:
         self._home_fresh_until = 0.0
 
-    def set_mtime(self, cal: Calendar, name: str, mtime_ns: int) -> None:
+    def set_mtime(self, cal: Calendar, name: str | None, mtime_ns: int) -> None:
+        """Remember a time set with utimens (rsync -a): on the folder (``name`` None), the
+        metadata files, or an item (for its current etag only)."""
+        if name is None:
+            cal.user_mtime = mtime_ns
+            self._save_listing(cal)
+            return
+        if name in (META_DISPLAYNAME, META_COLOR):
+            cal.meta_mtime_ns = mtime_ns
+            self._save_listing(cal)
+            return
         item = self.item(cal, name)
         if item is None:
             raise NotFoundError(f"/{cal.name}/{name}: no such file")
@@ -239,7 +260,7 @@ class Tree:
                 cal.by_key.pop(old.info.key, None)
             cal.items[name] = item
             cal.by_key[key] = item
-            cal.mtime_ns = max(time.time_ns(), cal.mtime_ns + SECOND)
+            cal.touch()
         self._remember(key, etag, data)
         self._save_listing(cal)
         return etag
@@ -249,7 +270,7 @@ class Tree:
             item = cal.items.pop(name, None)
             if item is not None:
                 cal.by_key.pop(item.info.key, None)
-            cal.mtime_ns = max(time.time_ns(), cal.mtime_ns + SECOND)
+            cal.touch()
         self._save_listing(cal)
 
     def xattrs(self, path: str) -> dict[str, str]:
@@ -351,7 +372,7 @@ class Tree:
             # The root's mtime is the newest calendar's: stable across runs, so a repeated
             # rsync leaves the backup's top folder alone.
             self._ensure_listed(cal)
-            mtime = max(mtime, cal.mtime_ns)
+            mtime = max(mtime, cal.shown_mtime)
         return Node("dir", 1, 0, mtime, nlink=2 + len(cals))
 
     # --- one calendar -----------------------------------------------------------------
@@ -402,7 +423,8 @@ class Tree:
         newest = max((i.mtime_ns or 0 for i in by_key.values()), default=0)
         if changed:
             # khal takes a calendar folder's mtime as its ctag: any change must move it.
-            cal.mtime_ns = max(newest, time.time_ns(), cal.mtime_ns + SECOND)
+            cal.touch()
+            cal.mtime_ns = max(newest, cal.mtime_ns)
         else:
             cal.mtime_ns = max(newest, cal.mtime_ns)
 
@@ -429,7 +451,7 @@ class Tree:
                      list(i.user_mtime) if i.user_mtime else None]
                     for i in cal.by_key.values() if i.complete]
             listing = {"tag": cal.listed_tag, "mtime": cal.mtime_ns, "meta_mtime": cal.meta_mtime_ns,
-                       "items": rows}
+                       "user_mtime": cal.user_mtime, "items": rows}
         self.disk.save_listing(cal.info.key, listing)
 
     def _restore_listing(self, cal: Calendar) -> None:
@@ -446,6 +468,7 @@ class Tree:
                 by_key[key] = item
             tag = saved["tag"]
             cal.mtime_ns, cal.meta_mtime_ns = int(saved["mtime"]), int(saved["meta_mtime"])
+            cal.user_mtime = saved.get("user_mtime")
         except (KeyError, TypeError, ValueError):
             log.warning("saved listing of %s is unusable; listing it again", cal.name)
             return

@@ -62,6 +62,7 @@ class LocalFile:
     base_etag: str | None = None  # the item's etag when it was opened: If-Match for the upload
     dirty: bool = False
     refs: int = 0
+    user_mtime: int | None = None  # set with utimens: carried to the item it becomes (rsync)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -222,7 +223,9 @@ class Writer:
             self.tree.client.proppatch(cal.info.url, {x.CALENDAR_COLOR: value})
         else:
             self.tree.client.proppatch(cal.info.url, {x.DISPLAYNAME: value})
+        # Take the new value in now, so that a time set right after (rsync) is not undone.
         self.tree.invalidate_home()
+        self.tree.find_calendar(cal.name)
 
     # --- namespace operations ----------------------------------------------------------
 
@@ -253,6 +256,7 @@ class Writer:
             dst_cal.local[dst_name] = LocalFile(bytearray(lf.data), lf.mtime_ns)
             return
         self._upload(dst_cal, dst_name, bytes(lf.data), None)
+        self._carry_mtime(dst_cal, dst_name, lf)
 
     def rename(self, old: str, new: str) -> None:
         old_cal, old_name = self._target(old)
@@ -284,11 +288,18 @@ class Writer:
                 lf.dirty = True
                 self.flush(f"/{new_cal.name}/{new_name}", lf)
                 new_cal.local.pop(new_name, None)
+                self._carry_mtime(new_cal, new_name, lf)
             return
         # rsync's and sed's temp file onto NAME.ics: upload, replacing what is there.
         existing = self.tree.item(new_cal, new_name)
         self._upload(new_cal, new_name, bytes(lf.data), existing.info.etag if existing else None)
         del old_cal.local[old_name]
+        self._carry_mtime(new_cal, new_name, lf)
+
+    def _carry_mtime(self, cal: Calendar, name: str, lf: LocalFile) -> None:
+        # rsync sets the time on its temp file before renaming it into place.
+        if lf.user_mtime is not None:
+            self.tree.set_mtime(cal, name, lf.user_mtime)
 
     def _move_item(self, old_cal: Calendar, old_name: str, new_cal: Calendar, new_name: str,
                    data: bytes, url: str, etag: str) -> None:
@@ -329,12 +340,15 @@ class Writer:
 
     def set_mtime(self, path: str, mtime_ns: int) -> None:
         parts = split_path(path)
-        if len(parts) != 2:
-            return  # folder times are the server's
+        if not parts:
+            return  # the root's time is its newest calendar's
         cal = self.tree.calendar(parts[0])
+        if len(parts) == 1:
+            self.tree.set_mtime(cal, None, mtime_ns)
+            return
         lf = cal.local.get(parts[1])
         if lf is not None:
-            lf.mtime_ns = mtime_ns
+            lf.mtime_ns = lf.user_mtime = mtime_ns
             return
         self.tree.set_mtime(cal, parts[1], mtime_ns)
 

@@ -1,8 +1,13 @@
-"""Fixtures: real Radicale and Xandikos servers on 127.0.0.1, seeded with tests.servers.standard_dataset.
+"""Fixtures: real Radicale, Xandikos and SabreDAV servers on 127.0.0.1, seeded with
+tests.servers.standard_dataset.
 
-- `radicale`, `xandikos`: session-scoped, seeded once; treat their data as read-only.
-- `server`: parametrized over both, for tests that should hold on each server.
-- `fresh_radicale`, `fresh_xandikos`, `fresh_server`: a new seeded server per test, for tests that write.
+- `radicale`, `xandikos`, `sabredav`: session-scoped, seeded once; treat their data as read-only.
+- `server`: parametrized over them, for tests that should hold on each server.
+- `fresh_radicale`, `fresh_xandikos`, `fresh_sabredav`, `fresh_server`: a new seeded server per test, for
+  tests that write.
+
+SabreDAV (Debian's php-cli, php-sqlite3, php-sabre-dav) joins `server` / `fresh_server` when php is
+installed, and always when $CI is set: there a missing php or php-sabre-dav fails the tests, never skips them.
 
 Each Server carries what was seeded in `server.dataset`. Tests using any of these fixtures get the
 `integration` marker automatically, so `-m "not integration"` runs the pure unit tests only.
@@ -11,6 +16,8 @@ Each Server carries what was seeded in `server.dataset`. Tests using any of thes
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +25,10 @@ import pytest
 
 from tests import servers
 
-SERVER_FIXTURES = frozenset(
-    {"radicale", "xandikos", "server", "fresh_radicale", "fresh_xandikos", "fresh_server"})
+SERVER_FIXTURES = frozenset({"radicale", "xandikos", "sabredav", "server", "fresh_radicale", "fresh_xandikos",
+                             "fresh_sabredav", "fresh_server"})
+SABREDAV_AUTOLOAD = Path("/usr/share/php/Sabre/autoload.php")  # Debian's php-sabre-dav
+KINDS = ["radicale", "xandikos"] + (["sabredav"] if os.environ.get("CI") or shutil.which("php") else [])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,9 +37,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def _missing(kind: str) -> str | None:
+    if kind != "sabredav":
+        return None if importlib.util.find_spec(kind) else f"{kind} is not installed"
+    if shutil.which("php") is None:
+        return "php is not installed (Debian packages php-cli php-sqlite3 php-sabre-dav)"
+    if not SABREDAV_AUTOLOAD.exists():
+        return f"{SABREDAV_AUTOLOAD} is missing (Debian package php-sabre-dav)"
+    return None
+
+
 def _running(kind: str, tmp: Path) -> Iterator[servers.Server]:
-    if importlib.util.find_spec(kind) is None:
-        pytest.skip(f"{kind} is not installed")
+    missing = _missing(kind)
+    if missing and kind == "sabredav" and os.environ.get("CI"):
+        pytest.fail(f"{missing}; CI is set, so SabreDAV tests must not be skipped", pytrace=False)
+    if missing:
+        pytest.skip(missing)
     srv = servers.start(kind, tmp)
     try:
         servers.standard_dataset(srv)
@@ -49,7 +71,12 @@ def xandikos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Serve
     yield from _running("xandikos", tmp_path_factory.mktemp("xandikos"))
 
 
-@pytest.fixture(params=["radicale", "xandikos"])
+@pytest.fixture(scope="session")
+def sabredav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Server]:
+    yield from _running("sabredav", tmp_path_factory.mktemp("sabredav"))
+
+
+@pytest.fixture(params=KINDS)
 def server(request: pytest.FixtureRequest) -> servers.Server:
     srv: servers.Server = request.getfixturevalue(request.param)
     return srv
@@ -65,7 +92,12 @@ def fresh_xandikos(tmp_path: Path) -> Iterator[servers.Server]:
     yield from _running("xandikos", tmp_path / "xandikos")
 
 
-@pytest.fixture(params=["radicale", "xandikos"])
+@pytest.fixture
+def fresh_sabredav(tmp_path: Path) -> Iterator[servers.Server]:
+    yield from _running("sabredav", tmp_path / "sabredav")
+
+
+@pytest.fixture(params=KINDS)
 def fresh_server(request: pytest.FixtureRequest) -> servers.Server:
     srv: servers.Server = request.getfixturevalue(f"fresh_{request.param}")
     return srv

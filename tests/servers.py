@@ -58,7 +58,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    kind: str  # "radicale" | "xandikos"
+    kind: str  # "radicale" | "xandikos" | "sabredav"
     base_url: str  # "http://127.0.0.1:PORT/"
     username: str
     password: str
@@ -130,12 +130,12 @@ def _wait_until_up(server: Server, what: str) -> None:
                        f" log {server.log_path}:\n{server.log()}")
 
 
-def _spawn(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn(argv: list[str], log_path: Path, cwd: Path,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it; closed here after the fork
     try:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, env=env)
+                                cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     finally:
         log.close()
 
@@ -203,11 +203,38 @@ def start_xandikos(tmpdir: str | os.PathLike[str], username: str = "alice",
     return server
 
 
+SABREDAV_SCRIPT = Path(__file__).resolve().parent / "sabredav" / "server.php"
+
+
+def sabredav_argv(port: int) -> list[str]:
+    # PHP's built-in server, one process, every request routed to the script (Debian's php-sabre-dav 1.8).
+    return ["php", "-S", f"127.0.0.1:{port}", str(SABREDAV_SCRIPT)]
+
+
+def start_sabredav(tmpdir: str | os.PathLike[str], username: str = "alice",
+                   password: str = "secret-pw") -> Server:
+    root = Path(tmpdir)
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    storage = root / "sabredav"  # db.sqlite, created by server.php on the first request
+    log_path = root / "sabredav.log"
+    env = {"SABREDAV_DATA": str(storage), "SABREDAV_USER": username, "SABREDAV_PASSWORD": password}
+    proc = _spawn(sabredav_argv(port), log_path, root, env)
+    base = f"http://127.0.0.1:{port}/"
+    server = Server("sabredav", base, username, password, home_url=f"{base}calendars/{username}/",
+                    principal_url=f"{base}principals/{username}/", storage=storage, proc=proc,
+                    log_path=log_path)
+    _wait_until_up(server, "sabredav")
+    return server
+
+
 def start(kind: str, tmpdir: str | os.PathLike[str]) -> Server:
     if kind == "radicale":
         return start_radicale(tmpdir)
     if kind == "xandikos":
         return start_xandikos(tmpdir)
+    if kind == "sabredav":
+        return start_sabredav(tmpdir)
     raise ValueError(f"unknown server kind {kind!r}")
 
 

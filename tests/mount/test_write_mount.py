@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -28,7 +27,6 @@ pytestmark = [pytest.mark.mount, pytest.mark.integration]
 TTL = 1.0
 # ttl, plus the kernel's attribute/entry cache (attr_timeout=1, entry_timeout=1), plus a margin.
 SETTLE = TTL + 1.0 + 0.6
-ICS_LINE = re.compile(rb"\r?\n")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -520,3 +518,20 @@ def test_rsync_backup_restore_round_trip(fresh_server: servers.Server, mount_fac
     copied = [line for line in lines if line.startswith(">f")]
     assert copied == [], (lines, {n: t for n, t in times.items() if t[0] != t[1]})
     assert server_names(srv, cal.url) == items
+
+
+def test_touch_sets_mtime_on_items_and_metadata(fresh_server: servers.Server,
+                                                mount_factory: Callable[..., Mounted], tmp_path: Path) -> None:
+    """utimens (touch -d, rsync -a, cp -p) on an existing item is remembered; on `displayname` and `color`
+    (existing files) it must not fail with ENOENT."""
+    srv = fresh_server
+    cal = srv.dataset["work"]
+    m, _ = mount_rw(mount_factory, srv, tmp_path)
+    when = 1_600_000_000 * 1_000_000_000
+    item = m.path / "work" / "team meeting.ics"
+    os.utime(item, ns=(when, when))
+    time.sleep(1.2)  # past the kernel's attr_timeout: the daemon's answer, not the kernel's memory
+    assert os.stat(item).st_mtime_ns == when
+    for meta in ("displayname", "color"):
+        os.utime(m.path / "work" / meta, ns=(when, when))  # an OSError here is the failure
+    assert server_body(srv, cal.url, "team meeting.ics") == cal.items["team meeting.ics"].body
