@@ -67,6 +67,9 @@ class Item:
     previous: tuple[int, int] | None = None
     # An mtime set through the mount (rsync -a restoring a backup), valid for this etag only.
     user_mtime: tuple[str, int] | None = None
+    # The version last read through the mount: a write is based on it (If-Match), so a change
+    # made on the server after the user read the item is a conflict, not overwritten.
+    served_etag: str | None = None
 
     @property
     def shown_mtime(self) -> int:
@@ -203,7 +206,9 @@ class Tree:
         item = cal.items.get(parts[1])
         if item is None:
             raise NotFoundError(f"{path}: no such file")
-        return self._content(cal, item)
+        data = self._content(cal, item)
+        item.served_etag = item.info.etag
+        return data
 
     # --- for the write path -------------------------------------------------------------
 
@@ -216,6 +221,13 @@ class Tree:
     def item(self, cal: Calendar, name: str) -> Item | None:
         self._ensure_listed(cal)
         return cal.items.get(name)
+
+    @staticmethod
+    def base_etag(item: Item | None) -> str | None:
+        """The etag a write over ``item`` must match: the version the user last read."""
+        if item is None:
+            return None
+        return item.served_etag or item.info.etag
 
     def has_items(self, cal: Calendar) -> bool:
         self._ensure_listed(cal)

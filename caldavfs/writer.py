@@ -101,7 +101,7 @@ class Writer:
             lf = cal.local.get(name)
             if lf is None:
                 item = self.tree.item(cal, name)
-                lf = LocalFile(bytearray(), time.time_ns(), base_etag=item.info.etag if item else None)
+                lf = LocalFile(bytearray(), time.time_ns(), base_etag=self.tree.base_etag(item))
                 cal.local[name] = lf
             else:
                 lf.data.clear()
@@ -116,7 +116,7 @@ class Writer:
             if lf is None:
                 data = b"" if truncate else self.tree.read_file(path)
                 item = self.tree.item(cal, name)
-                lf = LocalFile(bytearray(data), time.time_ns(), base_etag=item.info.etag if item else None)
+                lf = LocalFile(bytearray(data), time.time_ns(), base_etag=self.tree.base_etag(item))
                 cal.local[name] = lf
             if truncate:
                 lf.data.clear()
@@ -198,6 +198,9 @@ class Writer:
             self.tree.client.put(url, data, etag=etag)
         except CaldavfsError as exc:
             self._keep(cal, name, data, exc)
+            if item is not None and isinstance(exc, PreconditionFailedError):
+                # The user has been told; a deliberate second try replaces the server's version.
+                item.served_etag = None
             raise
         return self.tree.after_upload(cal, name, url)
 
@@ -292,7 +295,7 @@ class Writer:
             return
         # rsync's and sed's temp file onto NAME.ics: upload, replacing what is there.
         existing = self.tree.item(new_cal, new_name)
-        self._upload(new_cal, new_name, bytes(lf.data), existing.info.etag if existing else None)
+        self._upload(new_cal, new_name, bytes(lf.data), self.tree.base_etag(existing))
         del old_cal.local[old_name]
         self._carry_mtime(new_cal, new_name, lf)
 
@@ -306,7 +309,7 @@ class Writer:
         existing = self.tree.item(new_cal, new_name)
         if existing is not None:
             # Replace the target with the source's bytes, then drop the source.
-            self._upload(new_cal, new_name, data, existing.info.etag)
+            self._upload(new_cal, new_name, data, self.tree.base_etag(existing))
             self.tree.client.delete(url, etag=etag)
             self.tree.after_delete(old_cal, old_name)
             return
@@ -359,6 +362,7 @@ class Writer:
         parts = split_path(path)
         if len(parts) != 1:
             raise PermissionDeniedError(f"{path}: folders exist only as calendars at the top")
+        self.tree.invalidate_home()  # a calendar deleted on the server a moment ago may come back
         if self.tree.find_calendar(parts[0]) is not None:
             raise AlreadyExistsError(f"{path}: exists")
         url = self.tree.home_url + quote(parts[0]) + "/"

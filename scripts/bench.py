@@ -58,6 +58,9 @@ REPO = Path(__file__).resolve().parent.parent
 CALDAVFS = REPO / ".venv" / "bin" / "caldavfs"
 STATS_XATTR = "user.caldavfs.stats"
 GREP_PATTERN = "Zugspitze"
+# Radicale's log: "[time] [pid/thread] [INFO] PROPFIND response status for '/x/' ... in 0.047 seconds ...".
+RADICALE_LINE = re.compile(rb"\[[^\]]*\] \[([^\]]*)\] ")
+RADICALE_TIME = re.compile(rb" response status for .* in ([\d.]+) seconds")
 # What `caldavfs -d` logs for every request it sends (dav.py): "METHOD URL -> STATUS in T s, N bytes".
 REQUEST_LINE = re.compile(rb"caldavfs: DEBUG: ([A-Z-]+) \S+ -> \d+ in [\d.]+ s, (\d+) bytes")
 DAV = "{DAV:}"
@@ -216,13 +219,23 @@ class Server:
         if resp.status_code not in (200, 204):
             raise RuntimeError(f"DELETE {slug}/{name}: {resp.status_code}")
 
-    def count_log(self, offset: int) -> tuple[int, int]:
-        """caldavfs requests Radicale logged since `offset`, and the new offset."""
+    def count_log(self, offset: int) -> tuple[int, float]:
+        """caldavfs requests Radicale logged since `offset`, and the seconds Radicale says it spent on them."""
         with open(self.radicale.log_path, "rb") as f:
             f.seek(offset)
             text = f.read()
-        n = sum(1 for line in text.splitlines() if b" request for " in line and b"using 'caldavfs/" in line)
-        return n, offset + len(text)
+        threads: set[bytes] = set()
+        n, seconds = 0, 0.0
+        for line in text.splitlines():
+            m = RADICALE_LINE.match(line)
+            if m is None:
+                continue
+            if b" request for " in line and b"using 'caldavfs/" in line:
+                n += 1
+                threads.add(m.group(1))
+            elif m.group(1) in threads and (t := RADICALE_TIME.search(line)):
+                seconds += float(t.group(1))
+        return n, seconds
 
     def log_size(self) -> int:
         return self.radicale.log_path.stat().st_size
@@ -238,6 +251,7 @@ class Sample:
     server_log: int
     received: int
     rss_kb: int
+    server_s: float = 0.0
     methods: dict[str, int] = field(default_factory=dict)
 
 
@@ -475,6 +489,7 @@ class Bench:
         self.data_bytes = 0
         self.warm_up_s = 0.0
         self.ttl_notes: list[str] = []
+        self.load_start = os.getloadavg()[0]
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -559,13 +574,13 @@ class Bench:
         out = fn()
         seconds = time.perf_counter() - t0
         m.read_log()
-        logged, _ = self.server.count_log(log_offset)
+        logged, server_s = self.server.count_log(log_offset)
         assert m.pid is not None
         sample = Sample(seconds, m.requests - before[0], logged, m.received - before[1], vm_hwm_kb(m.pid),
-                        dict(m.methods - methods_before))
+                        server_s, dict(m.methods - methods_before))
         self.results.rows.setdefault(key, []).append(sample)
         say(f"{key}: {seconds:.2f} s, {sample.requests} requests {sample.methods} (server log {logged}), "
-            f"{sample.received / 1e6:.2f} MB, peak RSS {sample.rss_kb / 1024:.0f} MB")
+            f"{sample.received / 1e6:.2f} MB, server {server_s:.2f} s, peak RSS {sample.rss_kb / 1024:.0f} MB")
         return out
 
     def unmount_checked(self, label: str) -> None:
@@ -729,11 +744,13 @@ class Bench:
                    f"({len(list((self.work / 'floor-src' / self.big).glob('*.ics')))} items at the last run); "
                    f"caldavfs args: `{a.caldavfs_args or '(none)'}`; disk cache "
                    f"{'kept between mounts' if a.keep_cache else 'wiped before each fresh mount'}. "
-                   f"Server warmed up before timing (one PROPFIND Depth 1 per calendar: {self.warm_up_s:.1f} s).")
+                   f"Server warmed up before timing (one PROPFIND Depth 1 per calendar: {self.warm_up_s:.1f} s). "
+                   f"{os.cpu_count()} CPUs; load average {self.load_start:.1f} at the start, "
+                   f"{os.getloadavg()[0]:.1f} at the end (other work on the machine skews the times).")
         out.append("")
-        out.append("| row | wall s | floor | floor s | ratio | requests | server log | methods (last run) | received "
-                   "| peak RSS |")
-        out.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+        out.append("| row | wall s | server s | floor | floor s | ratio | requests | server log | methods (last run) "
+                   "| received | peak RSS |")
+        out.append("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
         for key, label in ROWS:
             samples = r.rows.get(key)
             if not samples:
@@ -741,7 +758,7 @@ class Bench:
             secs = statistics.median(s.seconds for s in samples)
             fl = floors.get(key)
             out.append("| " + " | ".join([
-                label, f"{secs:.2f}",
+                label, f"{secs:.2f}", f"{statistics.median(s.server_s for s in samples):.2f}",
                 fl[0] if fl else "-", f"{fl[1]:.2f}" if fl else "-",
                 f"{secs / fl[1]:.1f} x" if fl and fl[1] > 0 else "-",
                 _spread([s.requests for s in samples]), _spread([s.server_log for s in samples]),
@@ -755,7 +772,8 @@ class Bench:
                    "make caldavfs stat the root); the mount and remount rows count the new mount from zero "
                    "(discovery included). Two mounts per run are fresh, so the mount row has 2 samples a run. "
                    "Server log: "
-                   "caldavfs requests in Radicale's log over the same span. Peak RSS: the daemon's VmHWM "
+                   "caldavfs requests in Radicale's log over the same span; server s: the time Radicale's log says "
+                   "it spent answering them (median). Peak RSS: the daemon's VmHWM "
                    "since its mount (max over runs).")
         out.append("")
         out.append("### Floors (same run, medians)")

@@ -208,3 +208,29 @@ def test_todo_delete_removes_on_server(tools: Tools) -> None:
     assert set(server_names(tools.srv, cal.url)) == set(cal.items) - {"prio.ics"}
     assert "prio.ics" not in os.listdir(tools.mnt / "tasks")
     assert "Urgent" not in {td["summary"] for td in tools.todos("--status", "ANY")}
+
+
+def test_todo_move_between_lists(tools: Tools) -> None:
+    """todoman moves a todo with rename(2) from one calendar folder into another."""
+    tasks, work = tools.srv.dataset["tasks"], tools.srv.dataset["work"]
+    assert work.displayname is not None
+    todo = todo_by_summary(tools, "Urgent")
+    tools.todo("move", "-l", work.displayname, str(todo["id"]))
+
+    assert set(server_names(tools.srv, tasks.url)) == set(tasks.items) - {"prio.ics"}
+    moved = server_names(tools.srv, work.url)
+    assert "prio.ics" in moved, moved
+    assert b"SUMMARY:Urgent" in servers.get_item(tools.srv, tools.srv.url(moved["prio.ics"]))
+    assert todo_by_summary(tools, "Urgent")["list"] == work.displayname
+
+
+def test_todo_sees_server_changes(tools: Tools) -> None:
+    """todoman's cache keeps a file's todos until that file's st_mtime_ns changes."""
+    assert todo_by_summary(tools, "Write report")
+    srv, cal = tools.srv, tools.srv.dataset["work"]
+    item = cal.items["todo-in-work.ics"]
+    servers.put_item(srv, cal.url, item.name, servers.make_todo(item.uid, "Rewrite report", due="20260120T170000Z"),
+                     etag=servers.list_hrefs(srv, cal.url)[item.href])
+    time.sleep(SETTLE)
+    summaries = {td["summary"] for td in tools.todos()}
+    assert "Rewrite report" in summaries and "Write report" not in summaries, summaries
