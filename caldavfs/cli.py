@@ -49,6 +49,9 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_FUSE_OPTIONS: dict[str, str | bool] = {
     "use_ino": True,
     "auto_cache": True,
+    # open(O_TRUNC) arrives as one open with O_TRUNC, not open then truncate: a write that
+    # replaces an item is then based on the version the user read, and nothing is fetched.
+    "atomic_o_trunc": True,
     "default_permissions": True,
     "entry_timeout": "1",
     "attr_timeout": "1",

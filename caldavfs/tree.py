@@ -63,7 +63,7 @@ class Item:
     name: str = ""
     size: int | None = None
     mtime_ns: int | None = None
-    # (size, mtime) shown for the previous etag: a changed item must differ in one of them.
+    # (size, mtime) shown for the previous etag: a changed item must show a later mtime.
     previous: tuple[int, int] | None = None
     # An mtime set through the mount (rsync -a restoring a backup), valid for this etag only.
     user_mtime: tuple[str, int] | None = None
@@ -84,8 +84,10 @@ class Item:
     def settle(self) -> None:
         """Make sure that a changed item shows a new mtime or size, so rsync copies it."""
         if self.previous is not None and self.size is not None and self.mtime_ns is not None:
-            if (self.size, self.mtime_ns) == self.previous:
-                self.mtime_ns += SECOND
+            # khal and todoman take a file's mtime as its etag: any change must move it forward,
+            # even where the server's time did not (Xandikos: DTSTAMP left as it was).
+            if self.mtime_ns <= self.previous[1]:
+                self.mtime_ns = self.previous[1] + SECOND
             self.previous = None
 
 
@@ -428,6 +430,7 @@ class Tree:
             item = Item(info=info, size=info.size, mtime_ns=info.mtime_ns)
             if old is not None:
                 changed = True
+                item.served_etag = old.served_etag
                 if old.complete:
                     item.previous = (old.size or 0, old.shown_mtime)
             by_key[key] = item

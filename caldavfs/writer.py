@@ -144,8 +144,10 @@ class Writer:
                 lf.dirty = True
                 lf.mtime_ns = time.time_ns()
             return
-        # truncate(2) of a closed server item: change it and upload at once.
-        opened = self.open(path, truncate=False)
+        # truncate(2) of a closed server item: change it and upload at once. The kernel turns
+        # open(O_TRUNC) into truncate-to-0 then open: that write is based on what was read
+        # before, not on the current version, so don't read it now.
+        opened = self.open(path, truncate=length == 0)
         try:
             self.truncate(path, length, opened)
             self.flush(path, opened)

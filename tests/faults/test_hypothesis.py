@@ -99,7 +99,7 @@ def test_parse_multistatus_gives_back_what_was_sent(doc: tuple[bytes, list[tuple
     body, expected = doc
     ms = x.parse_multistatus(body, "generated")
     assert len(ms.responses) == len(expected)
-    for got, (href, status, good) in zip(ms.responses, expected):
+    for got, (href, status, good) in zip(ms.responses, expected, strict=True):
         assert got.href == href.strip(XML_WS), (got.href, href)
         assert got.status == status
         for name, value in good.items():

@@ -405,6 +405,33 @@ def test_412_keeps_local_bytes(fresh_server: servers.Server, mount_factory: Call
     assert server_names(srv, cal.url) == set(cal.items)
 
 
+def test_412_after_the_listing_caught_up(fresh_server: servers.Server, mount_factory: Callable[..., Mounted],
+                                        tmp_path: Path) -> None:
+    """The user read version 1; the server got version 2 and the mount has listed it since (short
+    TTL); writing over it must still be a conflict (If-Match the version read), and a deliberate
+    second write then wins."""
+    srv = fresh_server
+    cal = srv.dataset["work"]
+    item = cal.items["team meeting.ics"]
+    m, cache = mount_rw(mount_factory, srv, tmp_path, ttl=1)
+    path = m.path / "work" / "team meeting.ics"
+    old = path.read_bytes()
+    servers.put_item(srv, cal.url, item.name, item.sent.replace(b"SUMMARY:Team meeting", b"SUMMARY:Phone"),
+                     etag=item.etag)
+    server_version = server_body(srv, cal.url, item.name)
+    time.sleep(2.5)
+    os.listdir(m.path / "work")  # the mount lists the calendar again and sees version 2
+    mine = old.replace(b"SUMMARY:Team meeting", b"SUMMARY:Mount")
+    with pytest.raises(OSError) as exc:
+        write_and_close(path, mine, os.O_WRONLY | os.O_TRUNC)
+    assert exc.value.errno == errno.EIO, exc.value
+    assert server_body(srv, cal.url, item.name) == server_version
+    assert [k.read_bytes() for k in conflict_files(cache, "work")] == [mine]
+
+    write_and_close(path, mine, os.O_WRONLY | os.O_TRUNC)  # told once, the user insists
+    assert b"SUMMARY:Mount" in server_body(srv, cal.url, item.name)
+
+
 def test_invalid_data_rejected_and_kept(fresh_server: servers.Server, mount_factory: Callable[..., Mounted],
                                         tmp_path: Path) -> None:
     srv = fresh_server
