@@ -44,8 +44,9 @@ log = logging.getLogger("caldavfs")
 
 DEFAULT_TTL = 60.0
 DEFAULT_TIMEOUT = 30.0
-# Kernel-side caching: attributes and names for a second (rclone's documented safe floor);
-# auto_cache drops a file's pages when its mtime or size moved, which every change does.
+# Kernel-side caching: names for a second (rclone's documented safe floor); attributes not at
+# all, so that a size is never older than the bytes an open file reads (items change on the
+# server); auto_cache drops a file's pages when its mtime or size moved, which every change does.
 DEFAULT_FUSE_OPTIONS: dict[str, str | bool] = {
     "use_ino": True,
     "auto_cache": True,
@@ -54,7 +55,10 @@ DEFAULT_FUSE_OPTIONS: dict[str, str | bool] = {
     "atomic_o_trunc": True,
     "default_permissions": True,
     "entry_timeout": "1",
-    "attr_timeout": "1",
+    "attr_timeout": "0",
+    # Reads go to the daemon, which serves each open file the one version it opened: the kernel's
+    # page cache would otherwise mix versions of an item that changed while it was being read.
+    "direct_io": True,
     "subtype": "caldavfs",
 }
 
@@ -97,6 +101,11 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", metavar="FILE", help="read the password from the first line of FILE")
     parser.add_argument("--password-command", metavar="CMD",
                         help="run CMD (through the shell) and take the first line it prints as the password")
+    parser.add_argument("--keyring", action="store_true",
+                        help="take the password from the system keyring (service caldavfs:HOST, the username; "
+                        "needs the 'keyring' package: pip install 'caldavfs[keyring]')")
+    parser.add_argument("--token-command", metavar="CMD",
+                        help="OAuth servers (Google): run CMD for a bearer token; run again when it is refused")
     parser.add_argument("--ca-cert", metavar="FILE", help="trust this CA bundle for the server's TLS certificate")
     parser.add_argument("--insecure", action="store_true",
                         help="do NOT verify the server's TLS certificate (logged loudly; for tests only)")
@@ -169,6 +178,8 @@ def resolve_credentials(args: argparse.Namespace, url: str, *, interactive: bool
         raise ConfigError("put no credentials in the URL; use --username and a password source")
     username: str | None = args.username
     password: str | None = None
+    if getattr(args, "token_command", None):
+        return Credentials(username, None)  # a bearer token instead of a password
     if args.password_file:
         try:
             lines = Path(args.password_file).read_text(encoding="utf-8").splitlines()
@@ -177,6 +188,8 @@ def resolve_credentials(args: argparse.Namespace, url: str, *, interactive: bool
         password = lines[0] if lines else ""
     elif args.password_command:
         password = _password_from_command(args.password_command)
+    elif getattr(args, "keyring", False):
+        password = _password_from_keyring(parts.hostname or "", username)
     elif "CALDAVFS_PASSWORD" in os.environ:
         password = os.environ["CALDAVFS_PASSWORD"]
     else:
@@ -190,6 +203,23 @@ def resolve_credentials(args: argparse.Namespace, url: str, *, interactive: bool
             )
         password = getpass.getpass(f"Password for {username} at {parts.hostname}: ")
     return Credentials(username, password)
+
+
+def _password_from_keyring(host: str, username: str | None) -> str:
+    if username is None:
+        raise ConfigError("--keyring needs --username")
+    try:
+        import keyring  # an optional extra
+    except ImportError as exc:
+        raise ConfigError("--keyring needs the keyring package: pip install 'caldavfs[keyring]'") from exc
+    try:
+        secret = keyring.get_password(f"caldavfs:{host}", username)
+    except Exception as exc:  # keyring backends raise their own types
+        raise ConfigError(f"the keyring could not be read ({type(exc).__name__})") from exc
+    if secret is None:
+        raise ConfigError(f"no password in the keyring for service caldavfs:{host}, user {username} "
+                          f"(store one with: keyring set caldavfs:{host} {username})")
+    return str(secret)
 
 
 def _password_from_command(command: str) -> str:
@@ -243,8 +273,10 @@ def build_tree(url: str, creds: Credentials, args: argparse.Namespace) -> Tree:
         log.warning("TLS certificate verification is OFF (--insecure): anyone on the path can "
                     "read and change your calendars")
         verify = False
+    token_command = getattr(args, "token_command", None)
     session = DavSession(username=creds.username, password=creds.password,
-                         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT), verify=verify)
+                         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT), verify=verify,
+                         token_command=(lambda: _password_from_command(token_command)) if token_command else None)
     client = Client(session, batch=max(1, args.batch))
     found = client.discover(url)
     disk = None

@@ -180,6 +180,10 @@ def _calendar_info(url: str, response: x.DavResponse) -> CalendarInfo:
     )
 
 
+def _is_icalendar(data: bytes) -> bool:
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n")[:15].upper() == b"BEGIN:VCALENDAR"
+
+
 class Client:
     """CalDAV operations on one account, over a ``DavSession``."""
 
@@ -340,6 +344,15 @@ class Client:
             chunk, pending = pending[:size], pending[size:]
             try:
                 got, missing = self._multiget(calendar_url, chunk)
+            except NotFoundError as exc:
+                # SabreDAV answers a whole multiget with 404 when one of its items is gone.
+                if len(chunk) == 1:
+                    log.info("%s is gone from the server", chunk[0].url)
+                    continue
+                size = max(1, len(chunk) // 2)
+                log.info("multiget of %d items: %s; retrying %d at a time", len(chunk), exc, size)
+                pending = chunk + pending
+                continue
             except (TransportError, ServerError, InsufficientStorageError, InvalidResponseError) as exc:
                 # A 507 on a REPORT means the server would not answer this many at once.
                 if len(chunk) == 1:
@@ -377,11 +390,14 @@ class Client:
             etag = entry.text(x.GETETAG) or item.etag
             size = item.size if etag == item.etag else None
             data = restore_bytes(text, size) if text is not None else None
-            if data is None:
+            if data is None or not _is_icalendar(data):
                 # Neither CRLF nor LF gives the listed length, or no calendar-data came back
                 # (Xandikos answers 404 for it on items stored without .ics): GET decides.
                 data, get_etag = self.get(item.url)
                 etag = get_etag or etag
+            if not _is_icalendar(data):
+                log.warning("%s: the server's data is not iCalendar (%r...), item skipped", item.url, data[:40])
+                continue
             got.append((item, etag, data))
         return got, list(by_key.values())
 

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
@@ -153,6 +153,7 @@ class DavSession:
         verify: bool | str = True,
         max_body: int = 256 * 1024 * 1024,
         retries: int = 2,
+        token_command: Callable[[], str] | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_body = max_body
@@ -160,6 +161,8 @@ class DavSession:
         self.stats = Stats()
         self._username = username
         self._password = password
+        self._token_command = token_command
+        self._token: str | None = None
         self._verify = verify
         self._trusted: set[tuple[str, str, int]] = set()
         self._digest: requests.auth.HTTPDigestAuth | None = None
@@ -180,6 +183,12 @@ class DavSession:
 
     def close(self) -> None:
         self._session.close()
+
+    def _bearer(self) -> str:
+        with self._state_lock:
+            if self._token is None and self._token_command is not None:
+                self._token = self._token_command()
+            return self._token or ""
 
     # --- the choke point ----------------------------------------------------------------
 
@@ -266,7 +275,11 @@ class DavSession:
         raise InvalidResponseError(f"{method} {url}: more than {_MAX_REDIRECTS} redirects")
 
     def _auth_for(self, url: str) -> tuple[dict[str, str], requests.auth.AuthBase | None]:
-        if self._username is None or origin(url) not in self._trusted:
+        if origin(url) not in self._trusted:
+            return {}, None
+        if self._token_command is not None:
+            return {"Authorization": f"Bearer {self._bearer()}"}, None
+        if self._username is None:
             return {}, None
         if self._digest is not None:
             return {}, self._digest
@@ -280,6 +293,12 @@ class DavSession:
     ) -> Response:
         extra, auth = self._auth_for(url)
         response = self._send_once(method, url, body, {**headers, **extra}, auth, deadline)
+        if response.status == 401 and self._token_command is not None and extra:
+            # OAuth tokens expire (Google): ask the command for a fresh one, once.
+            log.info("bearer token refused; running the token command again")
+            self._token = None
+            extra, auth = self._auth_for(url)
+            return self._send_once(method, url, body, {**headers, **extra}, auth, deadline)
         challenge = response.headers.get("WWW-Authenticate", "")
         if (
             response.status == 401

@@ -182,6 +182,8 @@ def _parser() -> etree.XMLParser:
 # Some servers emit raw ASCII control characters, which XML forbids (vdirsyncer strips them too).
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _STATUS_CODE = re.compile(r"\b(\d{3})\b")
+# Only XML's own white space: str.strip() would also eat U+00A0 or U+3000 that belong to an href.
+_XML_SPACE = " \t\r\n"
 
 
 def parse_xml(body: bytes, what: str) -> etree._Element:
@@ -224,7 +226,7 @@ def _children(el: etree._Element, name: str) -> Iterator[etree._Element]:
 
 def _first_text(el: etree._Element, name: str) -> str | None:
     for child in _children(el, name):
-        return (child.text or "").strip()
+        return (child.text or "").strip(_XML_SPACE)
     return None
 
 
@@ -239,18 +241,18 @@ def parse_status(line: str | None) -> int | None:
 def _prop_value(el: etree._Element) -> PropValue:
     name = _clark(el)
     if name in _HREF_PROPS:
-        return tuple((h.text or "").strip() for h in _children(el, _HREF))
+        return tuple((h.text or "").strip(_XML_SPACE) for h in _children(el, _HREF))
     if name in _SET_PROPS:
         return frozenset(_clark(c) for c in el if _clark(c))
     if name in _COMPONENT_PROPS:
         return tuple(str(c.get("name", "")).upper() for c in el if _clark(c).endswith("}comp"))
     text = "".join(str(t) for t in el.itertext())
     # calendar-data is served byte for byte: keep its whitespace. Others are trimmed.
-    return text if name == CALENDAR_DATA else text.strip()
+    return text if name == CALENDAR_DATA else text.strip(_XML_SPACE)
 
 
 def _parse_response(el: etree._Element, what: str) -> list[DavResponse]:
-    hrefs = [(h.text or "").strip() for h in _children(el, _HREF)]
+    hrefs = [(h.text or "").strip(_XML_SPACE) for h in _children(el, _HREF)]
     if not hrefs or not all(hrefs):
         log.warning("%s: skipped a response without an href", what)
         return []

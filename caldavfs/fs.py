@@ -111,6 +111,7 @@ class Handle:
 
     data: bytes = b""
     local: LocalFile | None = None
+    started: bool = False  # the first read takes the version of that moment (see read)
 
 
 class CaldavFS(Operations):
@@ -168,7 +169,14 @@ class CaldavFS(Operations):
 
     @_errno_guard
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
-        return self._stat(self.tree.getattr(path))
+        attrs = self._stat(self.tree.getattr(path))
+        handle = self._handles.get(fh) if fh is not None else None
+        if handle is not None:
+            # fstat(2) on an open file: the size of the bytes this open file reads, even when
+            # the item changed on the server since (the kernel re-asks before reading past it).
+            size = len(handle.local.data) if handle.local is not None else len(handle.data)
+            attrs["st_size"], attrs["st_blocks"] = size, (size + 511) // 512
+        return attrs
 
     @_errno_guard
     def readdir(self, path: str, fh: int) -> list[Any]:
@@ -194,6 +202,13 @@ class CaldavFS(Operations):
             return self.tree.read_file(path)[offset:offset + size]
         if handle.local is not None:
             return bytes(handle.local.data[offset:offset + size])
+        if not handle.started:
+            # An item may change on the server between open and the first read; a reader that
+            # looked at st_size in between expects the new version. From here on this open file
+            # keeps the version it started reading, whole.
+            handle.started = True
+            if self.writer.local(path) is None:
+                handle.data = self.tree.read_file(path)
         return handle.data[offset:offset + size]
 
     @_errno_guard

@@ -20,6 +20,10 @@ Facts probed with Radicale 3.9.0 and Xandikos 0.4.10 (see tests/data/README.md f
 - Neither stores the PUT bytes verbatim: both re-serialise (Radicale with vobject, Xandikos with
   icalendar), reordering properties and refolding lines; a bare-LF upload is served with CRLF. So the
   truth is always the GET body (SeededItem.body), never what was sent.
+- SabreDAV 1.8.12 (Debian's php-sabre-dav; tests/sabredav/server.php under `php -S`, one process, SQLite):
+  principal /principals/alice/, home /calendars/alice/ (which also lists outbox/), Basic auth. It stores the
+  PUT bytes verbatim (LF stays LF), spells hrefs with lower-case hex (`a%2bb.ics`, `%40`), has no
+  sync-collection (403) and answers a whole calendar-multiget 404 when one href is missing.
 """
 
 from __future__ import annotations

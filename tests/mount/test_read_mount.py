@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from tests import servers
+from tests.conftest import KINDS
 from tests.mount.conftest import Mounted, expected_name, mount, run
 
 pytestmark = [pytest.mark.mount, pytest.mark.integration]
 
 
-@pytest.fixture(scope="module", params=["radicale", "xandikos"])
+@pytest.fixture(scope="module", params=KINDS)
 def mounted(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[servers.Server, Mounted]]:
     server: servers.Server = request.getfixturevalue(request.param)
@@ -33,7 +34,7 @@ def mounted(request: pytest.FixtureRequest,
         yield server, m
 
 
-@pytest.fixture(scope="module", params=["radicale", "xandikos"])
+@pytest.fixture(scope="module", params=KINDS)
 def ro_mounted(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[servers.Server, Mounted]]:
     """A `-o ro` mount for the write-refusal tests: the shared servers' data must never change, also once
