@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from caldavfs import names
 from caldavfs.cache import ContentCache
@@ -528,7 +528,11 @@ class Tree:
         self._ensure_listed(cal)
         lf = cal.local.get(name)
         if lf is not None:
-            return Node("file", inode(f"{cal.info.key}#local#{name}"), len(lf.data), lf.mtime_ns)
+            # The inode the item has (or will have once uploaded): vim refuses to save a file
+            # whose inode changed while it was writing it (E949).
+            item = cal.items.get(name)
+            key = item.info.key if item is not None else canonical_href(cal.info.url + quote(name), cal.info.url)
+            return Node("file", inode(key), len(lf.data), lf.mtime_ns)
         meta = cal.meta()
         if name in meta:
             return self._meta_node(cal, name, meta[name])

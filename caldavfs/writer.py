@@ -116,7 +116,10 @@ class Writer:
             if lf is None:
                 data = b"" if truncate else self.tree.read_file(path)
                 item = self.tree.item(cal, name)
-                lf = LocalFile(bytearray(data), time.time_ns(), base_etag=self.tree.base_etag(item))
+                # Until something is written the file is unchanged: vim compares the mtime it
+                # read with the one it sees when it saves, and asks "file changed?" otherwise.
+                mtime = item.shown_mtime if item is not None and not truncate else time.time_ns()
+                lf = LocalFile(bytearray(data), mtime, base_etag=self.tree.base_etag(item))
                 cal.local[name] = lf
             if truncate:
                 lf.data.clear()

@@ -22,7 +22,7 @@ _setup_root() {
 
 _setup_packages() {
     # php-*: SabreDAV 1.8, the third test server (tests/sabredav/server.php).
-    local wanted=(fuse3 libfuse3-3 libfuse2 rsync attr php-cli php-sqlite3 php-sabre-dav) missing=() pkg
+    local wanted=(fuse3 libfuse3-3 libfuse2 rsync attr vim php-cli php-sqlite3 php-sabre-dav) missing=() pkg
     if ! command -v dpkg-query >/dev/null 2>&1; then
         _setup_say "not a Debian system: make sure ${wanted[*]} (or equivalents) are installed"
         return 0
