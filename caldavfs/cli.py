@@ -53,7 +53,6 @@ DEFAULT_FUSE_OPTIONS: dict[str, str | bool] = {
     # open(O_TRUNC) arrives as one open with O_TRUNC, not open then truncate: a write that
     # replaces an item is then based on the version the user read, and nothing is fetched.
     "atomic_o_trunc": True,
-    "default_permissions": True,
     "entry_timeout": "1",
     "attr_timeout": "0",
     # Reads go to the daemon, which serves each open file the one version it opened: the kernel's
@@ -301,6 +300,11 @@ def serve(tree: Tree, mountpoint: str, args: argparse.Namespace, *, fsname: str,
     options = dict(DEFAULT_FUSE_OPTIONS)
     options["fsname"] = fsname
     options.update(_parse_fuse_options(args.fuse_options))
+    if options.get("allow_other") or options.get("allow_root"):
+        # Others may look in: let the kernel check the 0600/0700 modes. Without allow_other only
+        # the mounting user gets in anyway, and the permission checks would make the kernel ask
+        # for the root's attributes on every path lookup.
+        options.setdefault("default_permissions", True)
     read_only = bool(args.read_only or options.get("ro"))
     writer = Writer(tree, cache_dir(args) / "conflicts", read_only=read_only)
     FUSE(CaldavFS(tree, writer, on_ready=on_ready), mountpoint, foreground=True, **options)

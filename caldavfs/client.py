@@ -92,9 +92,7 @@ class CalendarInfo:
     @property
     def change_tag(self) -> str | None:
         """What tells that anything in the calendar changed, if the server has it."""
-        if self.sync_token is None and self.ctag is None:
-            return None
-        return f"{self.ctag}|{self.sync_token}"
+        return self.ctag or self.sync_token
 
 
 @dataclass(frozen=True)
@@ -190,6 +188,7 @@ class Client:
     def __init__(self, session: DavSession, batch: int = DEFAULT_BATCH) -> None:
         self.session = session
         self.batch = batch
+        self._calendar_props: tuple[str, ...] = CALENDAR_PROPS
 
     # --- discovery --------------------------------------------------------------------
 
@@ -273,8 +272,12 @@ class Client:
         return _calendar_info(url, found)
 
     def list_calendars(self, home_url: str) -> list[CalendarInfo]:
-        """Calendars in the home-set, from one PROPFIND Depth 1 (with their change tags)."""
-        answer = self.propfind(home_url, CALENDAR_PROPS, depth="1")
+        """Calendars in the home-set, from one PROPFIND Depth 1 (with their change tags).
+
+        The first answer tells which change tag the server has; later ones ask for that one
+        only (each costs: on Radicale getctag and sync-token together take twice as long).
+        """
+        answer = self.propfind(home_url, self._calendar_props, depth="1")
         home_key = canonical_href(home_url, home_url)
         seen: set[str] = set()
         calendars: list[CalendarInfo] = []
@@ -294,6 +297,11 @@ class Client:
                 continue
             seen.add(key)
             calendars.append(_calendar_info(url, response))
+        if self._calendar_props is CALENDAR_PROPS and calendars:
+            if all(c.ctag for c in calendars):
+                self._calendar_props = tuple(p for p in CALENDAR_PROPS if p != x.SYNC_TOKEN)
+            elif all(c.sync_token and not c.ctag for c in calendars):
+                self._calendar_props = tuple(p for p in CALENDAR_PROPS if p != x.GETCTAG)
         return calendars
 
     def list_items(self, calendar_url: str) -> dict[str, ItemInfo]:
@@ -374,12 +382,14 @@ class Client:
         self, calendar_url: str, chunk: Sequence[ItemInfo]
     ) -> tuple[list[tuple[ItemInfo, str, bytes]], list[ItemInfo]]:
         by_key = {item.key: item for item in chunk}
-        body = x.calendar_multiget(urlsplit(item.url).path for item in chunk)
+        paths = {urlsplit(item.url).path: item.key for item in chunk}
+        body = x.calendar_multiget(paths)
         response = self.session.request("REPORT", calendar_url, body=body, depth="1", ok=(207,))
         answer = x.parse_multistatus(response.body, f"REPORT {calendar_url}")
         got: list[tuple[ItemInfo, str, bytes]] = []
         for entry in answer.responses:
-            key = canonical_href(urljoin(calendar_url, entry.href), calendar_url)
+            # Servers mostly answer with the spelling they listed; normalise only when not.
+            key = paths.get(entry.href) or canonical_href(urljoin(calendar_url, entry.href), calendar_url)
             item = by_key.pop(key, None)
             if item is None:
                 continue  # not asked for, or a duplicate

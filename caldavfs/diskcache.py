@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,17 @@ def _name(*parts: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    # One writer per file name at a time (the writer thread, or a listing save under its
+    # calendar's lock), so a fixed temporary name does; created 0600, never wider.
+    tmp = path.with_name(f".tmp-{path.name}-{threading.get_ident()}")
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -57,6 +62,10 @@ class DiskCache:
         (self.root / "account").write_text(account + "\n", encoding="utf-8")
         os.chmod(self.root / "account", 0o600)
         self._used = sum(p.stat().st_size for p in (self.root / "data").glob("*/*"))
+        self._pending: dict[tuple[str, str], bytes] = {}
+        self._dirs: set[Path] = set()
+        self._writer: threading.Thread | None = None
+        self._wake = threading.Event()
 
     # --- item data ------------------------------------------------------------------------
 
@@ -65,6 +74,10 @@ class DiskCache:
         return self.root / "data" / name[:2] / name
 
     def get(self, href: str, etag: str) -> bytes | None:
+        with self._lock:
+            pending = self._pending.get((href, etag))
+        if pending is not None:
+            return pending
         path = self._data_path(href, etag)
         try:
             raw = path.read_bytes()
@@ -79,12 +92,62 @@ class DiskCache:
         return data
 
     def has(self, href: str, etag: str) -> bool:
+        with self._lock:
+            if (href, etag) in self._pending:
+                return True
         return self._data_path(href, etag).exists()
 
     def put(self, href: str, etag: str, data: bytes) -> None:
+        """Queue an entry; a thread of its own writes it, off the path of the read that fetched it."""
+        with self._lock:
+            self._pending[(href, etag)] = data
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_pending, name="caldavfs-disk", daemon=True)
+                self._writer.start()
+        self._wake.set()
+
+    def _write_pending(self) -> None:
+        while True:
+            self._wake.wait(timeout=5.0)
+            self._wake.clear()
+            with self._lock:
+                batch = list(self._pending.items())
+            if not batch:
+                with self._lock:
+                    if not self._pending:
+                        self._writer = None
+                        return
+                continue
+            for (href, etag), data in batch:
+                self._write_entry(href, etag, data)
+                with self._lock:
+                    if self._pending.get((href, etag)) is data:
+                        del self._pending[(href, etag)]
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued entry is on disk (at unmount)."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                writer = self._writer
+            if writer is None:
+                with self._lock:
+                    batch = list(self._pending.items())
+                    self._pending.clear()
+                for (href, etag), data in batch:
+                    self._write_entry(href, etag, data)
+                return
+            writer.join(timeout)
+            if writer.is_alive():
+                return
+
+    def _write_entry(self, href: str, etag: str, data: bytes) -> None:
         path = self._data_path(href, etag)
         try:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
+            if path.parent not in self._dirs:
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                self._dirs.add(path.parent)
             _write_atomic(path, data + hashlib.sha256(data).digest())
         except OSError as exc:
             log.warning("cannot write the disk cache (%s); going on without it", exc)

@@ -163,6 +163,8 @@ class CaldavFS(Operations):
             self._on_ready()
 
     def destroy(self, path: str) -> None:
+        if self.tree.disk is not None:
+            self.tree.disk.flush()
         self.tree.client.session.close()
 
     # --- read path ------------------------------------------------------------------
