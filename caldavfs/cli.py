@@ -16,6 +16,7 @@ import netrc
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show a running mount's server, calendars, cache and requests")
     status.add_argument("mountpoint")
+
+    prefetch = sub.add_parser("prefetch", help="read every item of a running mount once, so that its disk "
+                              "cache holds everything for offline use (shows progress)")
+    prefetch.add_argument("mountpoint")
     return parser
 
 
@@ -349,6 +354,17 @@ def mount_background(tree: Tree, mountpoint: str, args: argparse.Namespace, fsna
     return 1
 
 
+def _notify_systemd() -> None:
+    """Tell systemd (Type=notify) that the mount is live."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    if target.startswith("@"):
+        target = "\0" + target[1:]  # an abstract socket
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", target)
+
+
 def _detach_stdio(log_file: str | None) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     target = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_file else devnull
@@ -365,7 +381,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     parts = urlsplit(args.url)
     fsname = f"caldavfs:{parts.scheme}://{parts.netloc}{parts.path}"
     if args.foreground:
-        serve(tree, mountpoint, args, fsname=fsname)
+        serve(tree, mountpoint, args, fsname=fsname, on_ready=_notify_systemd)
         return 0
     return mount_background(tree, mountpoint, args, fsname)
 
@@ -393,7 +409,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"  calendars: {' '.join(calendars)}\n"
                   f"  try:  ls -l {mountpoint}/work\n"
                   f"        cat {mountpoint}/work/displayname; echo\n"
-                  f"        grep -rl 'Standup' {mountpoint}\n"
+                  f"        grep -rl 'Dentist' {mountpoint}\n"
                   f"        rsync -a {mountpoint}/ /tmp/calendar-backup/\n"
                   f"  Ctrl-C unmounts and stops the server.", flush=True)
 
@@ -429,7 +445,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    root = Path(args.mountpoint)
+    if not root.is_dir():
+        raise ConfigError(f"{args.mountpoint} is not a folder")
+    calendars = sorted(p for p in root.iterdir() if p.is_dir())
+    files = [f for cal in calendars for f in sorted(cal.iterdir()) if f.name.endswith(".ics")]
+    failed = 0
+    total_bytes = 0
+    interactive = sys.stderr.isatty()
+    for n, path in enumerate(files, 1):
+        try:
+            total_bytes += len(path.read_bytes())
+        except OSError as exc:
+            failed += 1
+            print(f"caldavfs: {path}: {exc.strerror}", file=sys.stderr)
+        if interactive or n == len(files) or n % 500 == 0:
+            end = "\n" if n == len(files) or not interactive else ""
+            print(f"\rprefetch: {n}/{len(files)} items, {total_bytes // 1024} KiB", end=end,
+                  file=sys.stderr, flush=True)
+    print(f"prefetch: {len(files) - failed} of {len(files)} items in {len(calendars)} calendars are cached",
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prefetch": cmd_prefetch,
     "status": cmd_status,
     "mount": cmd_mount,
     "demo": cmd_demo,
