@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
 import json
 import logging
-import netrc
 import os
 import shutil
 import signal
@@ -21,13 +19,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from caldavfs import __version__
 from caldavfs.cache import ContentCache
 from caldavfs.client import DEFAULT_BATCH, Client
+from caldavfs.credentials import Credentials, password_from_command, resolve_credentials
 from caldavfs.dav import DavSession
 from caldavfs.diskcache import DiskCache
 from caldavfs.errors import (
@@ -39,6 +37,7 @@ from caldavfs.errors import (
     TransportError,
     UnauthorizedError,
 )
+from caldavfs.mounthelper import helper_argv
 from caldavfs.tree import Tree
 
 log = logging.getLogger("caldavfs")
@@ -166,89 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- credentials -------------------------------------------------------------------------
-
-
-@dataclass
-class Credentials:
-    username: str | None
-    password: str | None
-
-
-def resolve_credentials(args: argparse.Namespace, url: str, *, interactive: bool) -> Credentials:
-    """Username and password from the sources the README lists, in that order."""
-    parts = urlsplit(url)
-    if parts.password is not None or parts.username is not None:
-        raise ConfigError("put no credentials in the URL; use --username and a password source")
-    username: str | None = args.username
-    password: str | None = None
-    if getattr(args, "token_command", None):
-        return Credentials(username, None)  # a bearer token instead of a password
-    if args.password_file:
-        try:
-            lines = Path(args.password_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the password file: {exc.strerror}") from exc
-        password = lines[0] if lines else ""
-    elif args.password_command:
-        password = _password_from_command(args.password_command)
-    elif getattr(args, "keyring", False):
-        password = _password_from_keyring(parts.hostname or "", username)
-    elif "CALDAVFS_PASSWORD" in os.environ:
-        password = os.environ["CALDAVFS_PASSWORD"]
-    else:
-        login, secret = _from_netrc(parts.hostname or "")
-        if secret is not None and (username is None or username == login):
-            username, password = login or username, secret
-    if username is not None and password is None:
-        if not interactive:
-            raise ConfigError(
-                "no password: set CALDAVFS_PASSWORD, --password-file, --password-command or ~/.netrc"
-            )
-        password = getpass.getpass(f"Password for {username} at {parts.hostname}: ")
-    return Credentials(username, password)
-
-
-def _password_from_keyring(host: str, username: str | None) -> str:
-    if username is None:
-        raise ConfigError("--keyring needs --username")
-    try:
-        import keyring  # an optional extra
-    except ImportError as exc:
-        raise ConfigError("--keyring needs the keyring package: pip install 'caldavfs[keyring]'") from exc
-    try:
-        secret = keyring.get_password(f"caldavfs:{host}", username)
-    except Exception as exc:  # keyring backends raise their own types
-        raise ConfigError(f"the keyring could not be read ({type(exc).__name__})") from exc
-    if secret is None:
-        raise ConfigError(f"no password in the keyring for service caldavfs:{host}, user {username} "
-                          f"(store one with: keyring set caldavfs:{host} {username})")
-    return str(secret)
-
-
-def _password_from_command(command: str) -> str:
-    try:
-        done = subprocess.run(command, shell=True, capture_output=True, timeout=60, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ConfigError("the password command did not finish within 60 s") from exc
-    if done.returncode != 0:
-        # Its output may hold the secret: report the status only.
-        raise ConfigError(f"the password command failed with exit status {done.returncode}")
-    lines = done.stdout.decode("utf-8", "replace").splitlines()
-    return lines[0] if lines else ""
-
-
-def _from_netrc(host: str) -> tuple[str | None, str | None]:
-    try:
-        entry = netrc.netrc().authenticators(host)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return None, None
-    if entry is None:
-        return None, None
-    login, _account, secret = entry
-    return login or None, secret
-
-
 # --- mounting -----------------------------------------------------------------------------
 
 
@@ -280,7 +196,7 @@ def build_tree(url: str, creds: Credentials, args: argparse.Namespace) -> Tree:
     token_command = getattr(args, "token_command", None)
     session = DavSession(username=creds.username, password=creds.password,
                          timeout=getattr(args, "timeout", DEFAULT_TIMEOUT), verify=verify,
-                         token_command=(lambda: _password_from_command(token_command)) if token_command else None)
+                         token_command=(lambda: password_from_command(token_command)) if token_command else None)
     client = Client(session, batch=max(1, args.batch))
     found = client.discover(url)
     disk = None
@@ -500,54 +416,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"caldavfs: {message_for(exc)}", file=sys.stderr)
         return 1
-
-
-# mount(8) options that are for mount(8), fstab or systemd, not for us.
-_MOUNT_ONLY = frozenset({"_netdev", "noauto", "auto", "nofail", "user", "users", "nouser", "defaults", "rw",
-                         "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime"})
-# -o name=value options of the helper that become caldavfs options.
-_HELPER_OPTIONS = {"username": "--username", "password_file": "--password-file",
-                   "password_command": "--password-command", "cache_ttl": "--cache-ttl",
-                   "timeout": "--timeout", "cache_dir": "--cache-dir", "ca_cert": "--ca-cert",
-                   "log_file": "--log-file"}
-
-
-def helper_argv(argv: Sequence[str]) -> list[str]:
-    """``URL MOUNTPOINT -o opts`` as mount(8), mount.fuse3 and fstab give it -> ``mount ...``.
-
-    Credentials travel as option values that name a file or command, so the password itself
-    is never on a command line (``ps``).
-    """
-    positional: list[str] = []
-    options: list[str] = []
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg == "-o" and args:
-            options.extend(o.strip() for o in args.pop(0).split(",") if o.strip())
-        elif arg.startswith("-o") and len(arg) > 2:
-            options.extend(o.strip() for o in arg[2:].split(",") if o.strip())
-        elif arg in ("-n", "-s", "-v", "-f"):  # mount(8)'s no-mtab, sloppy, verbose, fake
-            continue
-        else:
-            positional.append(arg)
-    if len(positional) != 2:
-        raise ConfigError("usage: mount.caldavfs URL MOUNTPOINT [-o username=NAME,password_file=FILE,...]")
-    out = ["mount", *positional]
-    fuse: list[str] = []
-    for option in options:
-        key, sep, value = option.partition("=")
-        if key in _HELPER_OPTIONS and sep:
-            out += [_HELPER_OPTIONS[key], value]
-        elif key == "password":
-            raise ConfigError("put no password in mount options; use password_file= or password_command=")
-        elif key in _MOUNT_ONLY or key.startswith(("x-systemd.", "comment=", "x-")):
-            continue
-        else:
-            fuse.append(option)
-    if fuse:
-        out += ["-o", ",".join(fuse)]
-    return out
 
 
 def run() -> None:

@@ -40,7 +40,8 @@ from caldavfs.errors import (
     TransportError,
     UnauthorizedError,
 )
-from caldavfs.tree import Node, Tree
+from caldavfs.model import Node
+from caldavfs.tree import Tree
 from caldavfs.writer import LocalFile, Writer
 
 log = logging.getLogger(__name__)

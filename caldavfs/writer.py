@@ -34,7 +34,8 @@ from caldavfs.errors import (
     RejectedError,
     ServerError,
 )
-from caldavfs.tree import META_COLOR, META_DISPLAYNAME, Calendar, Tree, split_path
+from caldavfs.model import META_COLOR, META_DISPLAYNAME, Calendar
+from caldavfs.tree import Tree, split_path
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from caldavfs import cli
+from caldavfs import cli, credentials
 from caldavfs import errors as E
 from tests import servers
 from tests.httpstub import Reply, Stub
@@ -91,7 +91,7 @@ def test_no_password_not_interactive_is_an_error() -> None:
 
 
 def test_prompt_when_interactive(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: "typed")
+    monkeypatch.setattr(credentials.getpass, "getpass", lambda prompt: "typed")
     assert cli.resolve_credentials(_args("--username", "alice"), URL, interactive=True).password == "typed"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from caldavfs import cli
+from caldavfs import cli, credentials
 from caldavfs.client import Client
 from caldavfs.dav import DavSession
 from caldavfs.errors import ConfigError, UnauthorizedError
@@ -49,7 +49,7 @@ def bearer_gate(req: Request) -> Reply | None:
 
 def session_for(command: str) -> DavSession:
     # The way cli.build_tree wires --token-command.
-    return DavSession(timeout=5, retries=0, token_command=lambda: cli._password_from_command(command))
+    return DavSession(timeout=5, retries=0, token_command=lambda: credentials.password_from_command(command))
 
 
 def test_token_command_refreshed_once_on_401(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

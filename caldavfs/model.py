@@ -1,0 +1,109 @@
+"""The filesystem's nodes and the state it keeps per calendar and item (no I/O here)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from caldavfs.client import CalendarInfo, ItemInfo
+
+SECOND = 1_000_000_000
+META_DISPLAYNAME = "displayname"
+META_COLOR = "color"
+_COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
+
+
+@dataclass(frozen=True)
+class Node:
+    """What ``stat`` shows for one path."""
+
+    kind: Literal["dir", "file"]
+    ino: int
+    size: int = 0
+    mtime_ns: int = 0
+    nlink: int = 1
+
+
+def inode(key: str) -> int:
+    """A stable inode number per href (or per metadata file)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) | 2  # positive, never 1 (the root)
+
+
+@dataclass
+class Item:
+    info: ItemInfo
+    name: str = ""
+    size: int | None = None
+    mtime_ns: int | None = None
+    # (size, mtime) shown for the previous etag: a changed item must show a later mtime.
+    previous: tuple[int, int] | None = None
+    # An mtime set through the mount (rsync -a restoring a backup), valid for this etag only.
+    user_mtime: tuple[str, int] | None = None
+    # The version last read through the mount: a write is based on it (If-Match), so a change
+    # made on the server after the user read the item is a conflict, not overwritten.
+    served_etag: str | None = None
+
+    @property
+    def shown_mtime(self) -> int:
+        if self.user_mtime is not None and self.user_mtime[0] == self.info.etag:
+            return self.user_mtime[1]
+        return self.mtime_ns or 0
+
+    @property
+    def complete(self) -> bool:
+        return self.size is not None and self.mtime_ns is not None
+
+    def settle(self) -> None:
+        """Make sure that a changed item shows a new mtime or size, so rsync copies it."""
+        if self.previous is not None and self.size is not None and self.mtime_ns is not None:
+            # khal and todoman take a file's mtime as its etag: any change must move it forward,
+            # even where the server's time did not (Xandikos: DTSTAMP left as it was).
+            if self.mtime_ns <= self.previous[1]:
+                self.mtime_ns = self.previous[1] + SECOND
+            self.previous = None
+
+
+@dataclass
+class Calendar:
+    info: CalendarInfo
+    name: str
+    ino: int
+    items: dict[str, Item] = field(default_factory=dict)  # by file name
+    by_key: dict[str, Item] = field(default_factory=dict)  # by canonical href
+    listed: bool = False
+    stale: bool = True
+    listed_tag: str | None = None
+    mtime_ns: int = 0
+    # The metadata files' mtime: moves only when displayname or color do (todoman watches it).
+    meta_mtime_ns: int = 0
+    # A folder mtime set through the mount (rsync -a restoring a backup), until the next change.
+    user_mtime: int | None = None
+    retry_at: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    fetch_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Files held by the write path (scratch files, items open for writing), by name.
+    local: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown_mtime(self) -> int:
+        return self.user_mtime if self.user_mtime is not None else self.mtime_ns
+
+    def touch(self) -> None:
+        """Something in the calendar changed: its folder mtime moves (khal's ctag)."""
+        self.mtime_ns = max(time.time_ns(), self.mtime_ns + SECOND)
+        self.user_mtime = None
+
+    def meta(self) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        if self.info.displayname:
+            files[META_DISPLAYNAME] = self.info.displayname.encode("utf-8")
+        color = self.info.color or ""
+        # Apple's calendar-color is often #RRGGBBAA; khal accepts only #RRGGBB.
+        if _COLOR.match(color):
+            files[META_COLOR] = color[:7].encode("ascii")
+        return files
