@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 from caldavfs import davxml as x
 from caldavfs.dav import DavSession, origin
 from caldavfs.errors import (
+    CaldavfsError,
     DavError,
     InsufficientStorageError,
     InvalidResponseError,
@@ -104,6 +105,19 @@ class ItemInfo:
     etag: str
     size: int | None = None
     mtime_ns: int | None = None
+
+
+@dataclass
+class SyncResult:
+    """What changed in a calendar since a sync-token (RFC 6578)."""
+
+    changed: dict[str, ItemInfo]
+    removed: set[str]
+    token: str
+
+
+class SyncTokenError(CaldavfsError):
+    """The server no longer accepts the token (403/409/412 valid-sync-token): list in full."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +349,51 @@ class Client:
                 mtime_ns=parse_http_date(response.text(x.GETLASTMODIFIED)),
             )
         return items
+
+    def sync_items(self, calendar_url: str, token: str) -> SyncResult:
+        """Changes since ``token`` ("" for everything) by sync-collection, following a 507
+        (a truncated answer) with the token it gave until the server has said everything."""
+        cal_key = canonical_href(calendar_url, calendar_url).rstrip("/")
+        changed: dict[str, ItemInfo] = {}
+        removed: set[str] = set()
+        for _ in range(1000):  # a bound, in case a server keeps answering 507
+            try:
+                response = self.session.request(
+                    "REPORT", calendar_url, body=x.sync_collection(token, ITEM_PROPS[1:]), depth="0", ok=(207,))
+            except DavError as exc:
+                if exc.precondition == "valid-sync-token" or (token and exc.status in (403, 409, 412)):
+                    # Radicale 403, Xandikos 412: the token is too old; DAViCal lists all instead.
+                    raise SyncTokenError(f"{calendar_url}: sync-token refused ({exc})") from exc
+                raise
+            answer = x.parse_multistatus(response.body, f"REPORT sync-collection {calendar_url}")
+            truncated = False
+            for entry in answer.responses:
+                url = urljoin(calendar_url, entry.href)
+                key = canonical_href(url, calendar_url)
+                if key.rstrip("/") == cal_key:
+                    truncated = truncated or entry.status == 507
+                    continue
+                if not is_child(key, cal_key):
+                    log.warning("%s: item %r is outside the calendar, skipped", calendar_url, entry.href)
+                    continue
+                if entry.status in (404, 410):
+                    removed.add(key)
+                    changed.pop(key, None)
+                    continue
+                etag = entry.text(x.GETETAG)
+                if x.COLLECTION in entry.markers() or not etag:
+                    continue
+                size_text = entry.text(x.GETCONTENTLENGTH)
+                changed[key] = ItemInfo(url=url, key=key, etag=etag,
+                                        size=int(size_text) if size_text and size_text.isdigit() else None,
+                                        mtime_ns=parse_http_date(entry.text(x.GETLASTMODIFIED)))
+                removed.discard(key)
+            if not answer.sync_token:
+                raise InvalidResponseError(f"{calendar_url}: sync-collection answer without a sync-token")
+            token = answer.sync_token
+            if not truncated:
+                return SyncResult(changed, removed, token)
+        raise InvalidResponseError(f"{calendar_url}: sync-collection never finished")
 
     # --- calendar data ------------------------------------------------------------------
 

@@ -29,6 +29,12 @@ QUIRKS: tuple[Quirk, ...] = (
           "an inner 404 counts as not found", "client"),
     Quirk("Xandikos", "sends no getlastmodified", "mtime from the item's LAST-MODIFIED, else DTSTAMP, "
           "moved forward whenever the item changes", "client, tree"),
+    Quirk("Xandikos", "PROPFIND Depth 1 of a big calendar is slow (about 1 s per 2,000 items)",
+          "with no getlastmodified to lose, changes come by sync-collection", "tree"),
+    Quirk("Radicale, Xandikos", "refuse an old sync-token with 403 / 412 valid-sync-token",
+          "the calendar is listed in full", "client, tree"),
+    Quirk("Radicale", "answers sync-collection and calendar-query without getlastmodified",
+          "its calendars are listed by PROPFIND Depth 1, the one answer with the server's times", "tree"),
     Quirk("Xandikos", "answers calendar-data with 404 for items stored without .ics",
           "such items are fetched with GET", "client"),
     Quirk("Xandikos", "refuses MOVE within a calendar (412 no-uid-conflict)",

@@ -84,6 +84,11 @@ class Calendar:
     # A folder mtime set through the mount (rsync -a restoring a backup), until the next change.
     user_mtime: int | None = None
     retry_at: float = 0.0
+    # sync-collection (RFC 6578): used where the server has it and sends no getlastmodified
+    # anyway (Xandikos), so that a changed calendar costs a small REPORT, not a full listing.
+    syncable: bool = False
+    server_mtimes: bool | None = None  # did the last full listing carry getlastmodified?
+    sync_token: str | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     fetch_lock: threading.Lock = field(default_factory=threading.Lock)
     # Files held by the write path (scratch files, items open for writing), by name.

@@ -21,9 +21,17 @@ from urllib.parse import quote, urlsplit
 
 from caldavfs import names
 from caldavfs.cache import ContentCache
-from caldavfs.client import CalendarInfo, Client, ItemInfo, canonical_href, data_mtime, last_segment
+from caldavfs.client import (
+    CalendarInfo,
+    Client,
+    ItemInfo,
+    SyncTokenError,
+    canonical_href,
+    data_mtime,
+    last_segment,
+)
 from caldavfs.diskcache import DiskCache
-from caldavfs.errors import InvalidResponseError, NotFoundError, TransportError
+from caldavfs.errors import DavError, InvalidResponseError, NotFoundError, TransportError
 from caldavfs.model import META_COLOR, META_DISPLAYNAME, SECOND, Calendar, Item, Node, inode
 
 log = logging.getLogger(__name__)
@@ -271,6 +279,8 @@ class Tree:
                         cal.meta_mtime_ns = max(time.time_ns(), cal.meta_mtime_ns + SECOND)
                     cal.info = info
                     cal.name = assigned[info.key]
+            # Decided on the first answer: later home-set requests may leave sync-token out.
+            cal.syncable = cal.syncable or bool(info.sync_token)
             fresh[cal.name] = cal
         self._calendars = fresh
 
@@ -302,7 +312,7 @@ class Tree:
             # Take the tag before listing: a change during the listing then shows next time.
             tag = cal.info.change_tag
             try:
-                infos = self.client.list_items(cal.info.url)
+                infos = self._list(cal)
             except TransportError as exc:
                 if not cal.listed:
                     raise
@@ -318,6 +328,31 @@ class Tree:
             # Only now is the folder's mtime known on servers without getlastmodified (Xandikos).
             cal.meta_mtime_ns = cal.mtime_ns
         self._save_listing(cal)
+
+    def _list(self, cal: Calendar) -> dict[str, ItemInfo]:
+        """The calendar's members now: by sync-collection where that loses nothing, else by
+        PROPFIND Depth 1 (which alone carries getlastmodified on Radicale)."""
+        if cal.syncable and cal.server_mtimes is False:
+            since = cal.sync_token if cal.listed else None
+            try:
+                result = self.client.sync_items(cal.info.url, since or "")
+            except SyncTokenError as exc:
+                log.info("%s: %s; listing it in full", cal.name, exc)
+                cal.sync_token = None
+            except (DavError, InvalidResponseError) as exc:
+                log.info("%s: no sync-collection (%s); listing it in full from now on", cal.name, exc)
+                cal.syncable, cal.sync_token = False, None
+            else:
+                infos = {k: i.info for k, i in cal.by_key.items()} if since else {}
+                for key in result.removed:
+                    infos.pop(key, None)
+                infos.update(result.changed)
+                cal.sync_token = result.token
+                return infos
+        infos = self.client.list_items(cal.info.url)
+        if infos:
+            cal.server_mtimes = any(i.mtime_ns is not None for i in infos.values())
+        return infos
 
     def _apply_items(self, cal: Calendar, infos: dict[str, ItemInfo]) -> None:
         changed = cal.listed and set(infos) != set(cal.by_key)
@@ -367,7 +402,8 @@ class Tree:
                      list(i.user_mtime) if i.user_mtime else None]
                     for i in cal.by_key.values() if i.complete]
             listing = {"tag": cal.listed_tag, "mtime": cal.mtime_ns, "meta_mtime": cal.meta_mtime_ns,
-                       "user_mtime": cal.user_mtime, "items": rows}
+                       "user_mtime": cal.user_mtime, "server_mtimes": cal.server_mtimes,
+                       "sync_token": cal.sync_token, "items": rows}
         self.disk.save_listing(cal.info.key, listing)
 
     def _restore_listing(self, cal: Calendar) -> None:
@@ -385,6 +421,7 @@ class Tree:
             tag = saved["tag"]
             cal.mtime_ns, cal.meta_mtime_ns = int(saved["mtime"]), int(saved["meta_mtime"])
             cal.user_mtime = saved.get("user_mtime")
+            cal.server_mtimes, cal.sync_token = saved.get("server_mtimes"), saved.get("sync_token")
         except (KeyError, TypeError, ValueError):
             log.warning("saved listing of %s is unusable; listing it again", cal.name)
             return
