@@ -292,6 +292,11 @@ def _detach_stdio(log_file: str | None) -> None:
 def cmd_mount(args: argparse.Namespace) -> int:
     _setup_logging(args)
     mountpoint = _check_mountpoint(args.mountpoint)
+    if args.log_file:
+        try:  # now, while there is someone to tell; the mount process opens it once it is live
+            os.close(os.open(args.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as exc:
+            raise ConfigError(f"cannot write the log file {args.log_file}: {exc.strerror}") from exc
     creds = resolve_credentials(args, args.url, interactive=sys.stdin.isatty())
     tree = build_tree(args.url, creds, args)
     parts = urlsplit(args.url)

@@ -264,8 +264,10 @@ class Client:
                     break
         if homes:
             home = urljoin(base, homes[0])
-            # The server named this home (iCloud puts it on a pNN-caldav host): credentials may go there.
-            self.session.trust(home)
+            # The server named this home (iCloud puts it on a pNN-caldav host): credentials may go
+            # there, but never from https down to plain http.
+            if not (urlsplit(url).scheme == "https" and urlsplit(home).scheme != "https"):
+                self.session.trust(home)
             return Discovery(home_url=home if home.endswith("/") else home + "/")
         # No principal: a plain collection may still be a home if calendars live in it.
         if x.COLLECTION in first.markers() and self.list_calendars(base):
@@ -300,6 +302,8 @@ class Client:
             key = canonical_href(url, home_url)
             if not key.endswith("/"):
                 key += "/"
+            if key == home_key and response.status == 507:
+                raise InvalidResponseError(f"PROPFIND {home_url}: the server truncated the listing (507)")
             if key == home_key or key in seen or response.status not in (None, 200):
                 continue
             # Decide by the calendar marker alone: SOGo marks its personal calendar as
@@ -329,6 +333,9 @@ class Client:
             if key.rstrip("/") == cal_key.rstrip("/"):
                 if response.status in (404, 410):
                     raise NotFoundError(f"PROPFIND {calendar_url}: calendar is gone", status=404)
+                if response.status == 507:
+                    # A truncated listing (RFC 4918 / 6578): what it leaves out is not deleted.
+                    raise InvalidResponseError(f"PROPFIND {calendar_url}: the server truncated the listing (507)")
                 continue  # the collection itself (iCloud lists it among the items)
             if x.COLLECTION in response.markers() or response.status not in (None, 200):
                 continue
@@ -407,6 +414,7 @@ class Client:
         """
         pending = list(items)
         size = max(1, self.batch)
+        timeouts = 0
         while pending:
             chunk, pending = pending[:size], pending[size:]
             try:
@@ -421,8 +429,11 @@ class Client:
                 pending = chunk + pending
                 continue
             except (TransportError, ServerError, InsufficientStorageError, InvalidResponseError) as exc:
-                # A 507 on a REPORT means the server would not answer this many at once.
-                if len(chunk) == 1:
+                # A 507 on a REPORT means the server would not answer this many at once. A timeout
+                # may mean the same, once; twice means the server is away: say so, don't wait on.
+                if isinstance(exc, TransportError):
+                    timeouts += 1
+                if len(chunk) == 1 or timeouts > 1:
                     raise
                 size = max(1, len(chunk) // 2)
                 log.info("multiget of %d items failed (%s); retrying %d at a time", len(chunk), exc, size)

@@ -56,7 +56,8 @@ class DiskCache:
         self.root = root / _name(account)[:16]
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        for folder in (root, self.root, self.root / "data", self.root / "listings"):
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder the user named keeps its mode
+        for folder in (self.root, self.root / "data", self.root / "listings"):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(folder, 0o700)
         (self.root / "account").write_text(account + "\n", encoding="utf-8")
@@ -196,7 +197,7 @@ class DiskCache:
         except ValueError:
             log.warning("saved listing of %s is damaged; listing it again", calendar_key)
             return None
-        if not isinstance(listing, dict) or listing.get("key") != calendar_key:
+        if not isinstance(listing, dict) or listing.get("key") != calendar_key:  # a foreign file
             return None
         return listing
 

@@ -33,6 +33,18 @@ class DirectoryNotEmptyError(CaldavfsError):
     """rmdir of a calendar that still holds items."""
 
 
+class KeptError(CaldavfsError):
+    """An upload failed, and the bytes are safe in the conflicts folder (``path``).
+
+    ``cause`` is the server's error, which decides the errno and the message.
+    """
+
+    def __init__(self, message: str, *, cause: CaldavfsError, path: object) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.path = path
+
+
 class NotCalDAVError(CaldavfsError):
     """Discovery found no CalDAV calendar home at the given URL."""
 

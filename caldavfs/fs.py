@@ -29,6 +29,7 @@ from caldavfs.errors import (
     ForbiddenError,
     InsufficientStorageError,
     InvalidResponseError,
+    KeptError,
     MethodNotAllowedError,
     NotCalDAVError,
     NotFoundError,
@@ -72,6 +73,8 @@ ERRNO: dict[type[BaseException], int] = {
 
 
 def errno_for(exc: BaseException) -> int:
+    if isinstance(exc, KeptError):
+        exc = exc.cause  # the bytes are safe; the errno tells why the server did not take them
     for cls in type(exc).__mro__:
         if cls in ERRNO:
             return ERRNO[cls]

@@ -31,7 +31,7 @@ from caldavfs.client import (
     last_segment,
 )
 from caldavfs.diskcache import DiskCache
-from caldavfs.errors import DavError, InvalidResponseError, NotFoundError, TransportError
+from caldavfs.errors import DavError, InvalidResponseError, NotFoundError, ServerError, TransportError
 from caldavfs.model import META_COLOR, META_DISPLAYNAME, SECOND, Calendar, Item, Node, inode
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,10 @@ class Tree:
                 self._ensure_complete(cal, item)
                 entries.append((item.name, self._item_node(item)))
         for name in list(cal.local):
-            entries.append((name, self._child_node(cal, name)))
+            try:
+                entries.append((name, self._child_node(cal, name)))
+            except NotFoundError:
+                continue  # a scratch file removed meanwhile (vim's 4913 probe)
         return entries
 
     def read_file(self, path: str) -> bytes:
@@ -128,6 +131,14 @@ class Tree:
 
     def find_calendar(self, name: str) -> Calendar | None:
         return self._home().get(name)
+
+    def known_calendar(self, name: str) -> Calendar | None:
+        """The calendar as last listed, without asking the server."""
+        return self._calendars.get(name)
+
+    def mark_stale(self, cal: Calendar) -> None:
+        """List the calendar again on its next use."""
+        cal.stale = True
 
     def item(self, cal: Calendar, name: str) -> Item | None:
         self._ensure_listed(cal)
@@ -167,13 +178,17 @@ class Tree:
     def after_upload(self, cal: Calendar, name: str, url: str) -> str:
         """Show what the server stored under ``name`` (servers rewrite uploads; SabreDAV 4
         sends no ETag then): its etag, length and mtime, and its bytes in the cache."""
-        data, etag = self.client.get(url)
         info = self.client.item_info(url)
-        if info is not None:
-            etag = info.etag
+        data, etag = self.client.get(url)
+        if not etag or (info is not None and info.etag != etag):
+            # No ETag on the GET, or the item changed between the two requests: list it again
+            # soon, and show these bytes under the etag the listing gave meanwhile.
+            cal.stale = True
+            etag = etag or (info.etag if info else "")
+        server_mtime = info.mtime_ns if info is not None and info.etag == etag else None
         key = canonical_href(url, url)
         item = Item(info=ItemInfo(url=url, key=key, etag=etag, size=len(data)), name=name, size=len(data),
-                    mtime_ns=(info.mtime_ns if info else None) or data_mtime(data) or time.time_ns())
+                    mtime_ns=server_mtime or data_mtime(data) or time.time_ns())
         with cal.lock:
             old = cal.items.get(name)
             if old is not None and old.complete:
@@ -245,7 +260,7 @@ class Tree:
                 return self._calendars
             try:
                 infos = self._list_calendars()
-            except TransportError as exc:
+            except (TransportError, ServerError, InvalidResponseError) as exc:
                 if not self._home_loaded:
                     raise
                 log.warning("keeping the last calendar list: %s", exc)
@@ -313,7 +328,8 @@ class Tree:
             tag = cal.info.change_tag
             try:
                 infos = self._list(cal)
-            except TransportError as exc:
+            except (TransportError, ServerError, InvalidResponseError) as exc:
+                # Away, a proxy's 502/503, or a truncated answer: what is known stays (invariant 7).
                 if not cal.listed:
                     raise
                 log.warning("%s: keeping the last listing: %s", cal.name, exc)
@@ -395,16 +411,16 @@ class Tree:
     def _save_listing(self, cal: Calendar) -> None:
         if self.disk is None:
             return
-        with cal.lock:
+        with cal.lock:  # under the lock, so that an older listing never overwrites a newer one
             if not cal.listed:
                 return
             rows = [[i.info.key, i.info.url, i.info.etag, i.size, i.mtime_ns,
                      list(i.user_mtime) if i.user_mtime else None]
-                    for i in cal.by_key.values() if i.complete]
+                    for i in cal.by_key.values()]
             listing = {"tag": cal.listed_tag, "mtime": cal.mtime_ns, "meta_mtime": cal.meta_mtime_ns,
                        "user_mtime": cal.user_mtime, "server_mtimes": cal.server_mtimes,
                        "sync_token": cal.sync_token, "items": rows}
-        self.disk.save_listing(cal.info.key, listing)
+            self.disk.save_listing(cal.info.key, listing)
 
     def _restore_listing(self, cal: Calendar) -> None:
         saved = self.disk.load_listing(cal.info.key) if self.disk else None
@@ -414,7 +430,8 @@ class Tree:
         try:
             for key, url, etag, size, mtime, user in saved["items"]:
                 item = Item(info=ItemInfo(url=url, key=key, etag=etag, size=size, mtime_ns=mtime),
-                            size=int(size), mtime_ns=int(mtime))
+                            size=None if size is None else int(size),
+                            mtime_ns=None if mtime is None else int(mtime))
                 if user:
                     item.user_mtime = (str(user[0]), int(user[1]))
                 by_key[key] = item

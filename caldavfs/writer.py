@@ -24,8 +24,10 @@ from caldavfs.errors import (
     AlreadyExistsError,
     CaldavfsError,
     ConflictError,
+    DavError,
     DirectoryNotEmptyError,
     ForbiddenError,
+    KeptError,
     MethodNotAllowedError,
     NotFoundError,
     PermissionDeniedError,
@@ -174,52 +176,87 @@ class Writer:
             else:
                 try:
                     lf.base_etag = self._upload(cal, name, data, lf.base_etag)
-                except CaldavfsError:
-                    # The bytes are kept in the conflicts folder: don't try again on release.
-                    lf.dirty = False
+                except KeptError:
+                    lf.dirty = False  # the bytes are in the conflicts folder: not again on release
                     raise
+                if lf.user_mtime is not None:  # cp -p, rsync --inplace: a time set while open
+                    self.tree.set_mtime(cal, name, lf.user_mtime)
             lf.dirty = False
 
     def release(self, path: str, lf: LocalFile) -> None:
         parts = split_path(path)
-        cal = self.tree.find_calendar(parts[0]) if parts else None
+        # No request here: release must always let go of its reference.
+        cal = self.tree.known_calendar(parts[0]) if parts else None
         with self._lock:
             lf.refs -= 1
             if cal is None or len(parts) != 2 or lf.refs > 0:
                 return
             name = parts[1]
-            # The server holds items and metadata now; an empty never-written .ics stays listed.
-            if not is_scratch(name) and (lf.data or not lf.dirty) and cal.local.get(name) is lf:
+            if is_scratch(name) or cal.local.get(name) is not lf:
+                return
+            if not lf.dirty:
+                del cal.local[name]  # the server holds it now
+            elif not lf.data and name in cal.items:
+                # `cmd > x.ics` that wrote nothing: an empty item can't be stored; keep the server's.
+                log.warning("%s/%s: an empty file is not uploaded; it keeps the server's version", cal.name, name)
                 del cal.local[name]
+            # else: never uploaded (touch of a new name, or its bytes could not be kept): stays listed
 
     # --- uploads ---------------------------------------------------------------------
 
-    def _upload(self, cal: Calendar, name: str, data: bytes, etag: str | None) -> str:
-        """PUT ``data`` as ``name``; returns the stored etag. Keeps the bytes on failure."""
-        item = self.tree.item(cal, name)
-        url = item.info.url if item else cal.info.url + quote(name)
+    def _upload(self, cal: Calendar, name: str, data: bytes, etag: str | None) -> str | None:
+        """PUT ``data`` as ``name``; returns the stored etag (None when it could not be read
+        back). On failure the bytes are kept and ``KeptError`` says where."""
+        url = cal.info.url + quote(name)
+        item = cal.items.get(name)
         try:
+            item = self.tree.item(cal, name)
+            url = item.info.url if item else url
             if not looks_like_icalendar(data):
                 raise RejectedError(f"{cal.name}/{name}: not iCalendar data (no BEGIN:VCALENDAR), not uploaded")
-            self.tree.client.put(url, data, etag=etag)
+            put_etag = self.tree.client.put(url, data, etag=etag)
         except CaldavfsError as exc:
-            self._keep(cal, name, data, exc)
+            kept = self._keep(cal, name, data, exc)
             if item is not None and isinstance(exc, PreconditionFailedError):
                 # The user has been told; a deliberate second try replaces the server's version.
                 item.served_etag = None
-            raise
-        return self.tree.after_upload(cal, name, url)
+            if kept is None:
+                raise
+            raise KeptError(str(exc), cause=exc, path=kept) from exc
+        placeholder = cal.local.get(name)
+        if placeholder is not None and placeholder.refs == 0:
+            del cal.local[name]  # an empty `touch`ed file that this upload replaced
+        try:
+            return self.tree.after_upload(cal, name, url)
+        except CaldavfsError as exc:
+            # Stored; only reading it back failed. The next listing shows it.
+            log.warning("%s/%s was saved, but reading it back failed (%s)", cal.name, name, exc)
+            self.tree.mark_stale(cal)
+            return put_etag
 
-    def _keep(self, cal: Calendar, name: str, data: bytes, exc: BaseException) -> Path:
-        """Save bytes the server did not take, where the README says they go."""
-        folder = self.conflicts_dir / cal.name
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.conflicts_dir, 0o700)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        path = folder / f"{stamp}-{name}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+    def _keep(self, cal: Calendar, name: str, data: bytes, exc: BaseException) -> Path | None:
+        """Save bytes the server did not take, where the README says they go; None if even
+        that failed (then the bytes stay in memory, listed under their name)."""
+        try:
+            folder = self.conflicts_dir / cal.name
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.conflicts_dir, 0o700)
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            for n in range(1000):
+                path = folder / (f"{stamp}-{name}" if n == 0 else f"{stamp}.{n}-{name}")
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    continue
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                break
+            else:
+                raise OSError("too many kept copies with one name in one second")
+        except OSError as err:
+            log.critical("%s/%s was not saved on the server (%s) and could not be kept in %s (%s); "
+                         "it stays in the mount until it is saved", cal.name, name, exc, self.conflicts_dir, err)
+            return None
         log.error("%s/%s was not saved on the server (%s); your bytes are kept in %s", cal.name, name, exc, path)
         return path
 
@@ -283,7 +320,7 @@ class Writer:
                 # An editor moves the original aside (vim's backup): keep its bytes here,
                 # and the item goes from the server until the new version is written.
                 new_cal.local[new_name] = LocalFile(bytearray(data), time.time_ns())
-                self.tree.client.delete(item.info.url, etag=item.info.etag)
+                self.tree.client.delete(item.info.url, etag=self.tree.base_etag(item))
                 self.tree.after_delete(old_cal, old_name)
                 return
             self._move_item(old_cal, old_name, new_cal, new_name, data, item.info.url, item.info.etag)
@@ -335,15 +372,21 @@ class Writer:
         dst_url = new_cal.info.url + quote(new_name)
         try:
             self.tree.client.put(dst_url, data, etag=None)
-        except (RejectedError, ForbiddenError, ConflictError, PreconditionFailedError) as exc:
-            # The UID is taken while the original exists (no-uid-conflict; Cyrus and iCloud
-            # also across calendars): delete first, then upload, keeping the bytes if that fails.
+        except DavError as exc:
+            if exc.precondition != "no-uid-conflict":
+                raise  # nothing changed on the server: the original stays where it was
+            # The UID is taken while the original exists (Xandikos within a calendar; Cyrus and
+            # iCloud across calendars): delete it first, then upload, keeping the bytes on failure.
             log.info("upload of %s refused while the original exists (%s)", new_name, exc)
             self.tree.client.delete(url, etag=etag)
             self.tree.after_delete(old_cal, old_name)
             self._upload(new_cal, new_name, data, None)
             return
-        self.tree.after_upload(new_cal, new_name, dst_url)
+        try:
+            self.tree.after_upload(new_cal, new_name, dst_url)
+        except CaldavfsError as exc:
+            log.warning("%s/%s was saved, but reading it back failed (%s)", new_cal.name, new_name, exc)
+            self.tree.mark_stale(new_cal)
         self.tree.client.delete(url, etag=etag)
         self.tree.after_delete(old_cal, old_name)
 
@@ -380,6 +423,7 @@ class Writer:
         parts = split_path(path)
         if len(parts) != 1:
             raise NotFoundError(path)
+        self.tree.invalidate_home()  # items another client added since the last listing count too
         cal = self.tree.calendar(parts[0])
         if self.tree.has_items(cal) or cal.local:
             raise DirectoryNotEmptyError(path)
