@@ -39,7 +39,7 @@ class KeptError(CaldavfsError):
     ``cause`` is the server's error, which decides the errno and the message.
     """
 
-    def __init__(self, message: str, *, cause: CaldavfsError, path: object) -> None:
+    def __init__(self, message: str, *, cause: CaldavfsError | None = None, path: object = None) -> None:
         super().__init__(message)
         self.cause = cause
         self.path = path

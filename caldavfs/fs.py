@@ -73,7 +73,7 @@ ERRNO: dict[type[BaseException], int] = {
 
 
 def errno_for(exc: BaseException) -> int:
-    if isinstance(exc, KeptError):
+    if isinstance(exc, KeptError) and exc.cause is not None:
         exc = exc.cause  # the bytes are safe; the errno tells why the server did not take them
     for cls in type(exc).__mro__:
         if cls in ERRNO:

@@ -89,6 +89,7 @@ class Calendar:
     syncable: bool = False
     server_mtimes: bool | None = None  # did the last full listing carry getlastmodified?
     sync_token: str | None = None
+    _meta: tuple[CalendarInfo, dict[str, bytes]] | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock)
     fetch_lock: threading.Lock = field(default_factory=threading.Lock)
     # Files held by the write path (scratch files, items open for writing), by name.
@@ -104,6 +105,10 @@ class Calendar:
         self.user_mtime = None
 
     def meta(self) -> dict[str, bytes]:
+        """The vdir metadata files; worked out once per CalendarInfo (asked on every lookup)."""
+        cached = self._meta
+        if cached is not None and cached[0] is self.info:
+            return cached[1]
         files: dict[str, bytes] = {}
         if self.info.displayname:
             files[META_DISPLAYNAME] = self.info.displayname.encode("utf-8")
@@ -111,4 +116,5 @@ class Calendar:
         # Apple's calendar-color is often #RRGGBBAA; khal accepts only #RRGGBB.
         if _COLOR.match(color):
             files[META_COLOR] = color[:7].encode("ascii")
+        self._meta = (self.info, files)
         return files
