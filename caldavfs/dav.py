@@ -8,7 +8,9 @@ It knows nothing of paths, names or caching. This is the only module that import
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -325,6 +327,7 @@ class DavSession:
             raise TransportError(f"{method} {url}: no answer within {self.timeout:g} s")
         started = time.monotonic()
         chunks: list[bytes] = []
+        cut = threading.Event()
         try:
             with self._session.request(
                 method,
@@ -337,16 +340,26 @@ class DavSession:
                 stream=True,
                 verify=self._verify,
             ) as resp:
-                total = 0
-                for chunk in resp.iter_content(65536):
-                    total += len(chunk)
-                    if total > self.max_body:
-                        raise InvalidResponseError(
-                            f"{method} {url}: answer larger than {self.max_body} bytes, refused"
-                        )
-                    if time.monotonic() > deadline:
-                        raise TransportError(f"{method} {url}: no complete answer within {self.timeout:g} s")
-                    chunks.append(chunk)
+                # A server that trickles its answer keeps every single read under the socket
+                # timeout: at the deadline a watchdog cuts the connection instead.
+                watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, args=(resp, cut))
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    total = 0
+                    for chunk in resp.iter_content(65536):
+                        total += len(chunk)
+                        if total > self.max_body:
+                            raise InvalidResponseError(
+                                f"{method} {url}: answer larger than {self.max_body} bytes, refused"
+                            )
+                        if time.monotonic() > deadline:
+                            raise TransportError(f"{method} {url}: no complete answer within {self.timeout:g} s")
+                        chunks.append(chunk)
+                finally:
+                    watchdog.cancel()
+                if cut.is_set():  # what came before the cut is never taken for the whole answer
+                    raise TransportError(f"{method} {url}: no complete answer within {self.timeout:g} s")
                 status, resp_headers, final_url = resp.status_code, resp.headers, resp.url
         except requests.exceptions.SSLError as exc:
             raise TransportError(
@@ -356,6 +369,8 @@ class DavSession:
         except requests.exceptions.Timeout as exc:
             raise TransportError(f"{method} {url}: no answer within {self.timeout:g} s") from exc
         except requests.exceptions.RequestException as exc:
+            if cut.is_set():
+                raise TransportError(f"{method} {url}: no complete answer within {self.timeout:g} s") from exc
             raise TransportError(f"{method} {url}: {_reason(exc)}") from exc
         data = b"".join(chunks)
         self.stats.count(method, len(data))
@@ -363,6 +378,16 @@ class DavSession:
             "%s %s -> %d in %.3f s, %d bytes", method, url, status, time.monotonic() - started, len(data)
         )
         return Response(status=status, headers=resp_headers, body=data, url=final_url or url)
+
+
+def _cut(resp: requests.Response, cut: threading.Event) -> None:
+    """Shut the answer's connection down, so that a read blocked on it returns now."""
+    cut.set()
+    connection = getattr(resp.raw, "connection", None)  # urllib3's, None once released
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _reason(exc: BaseException) -> str:
