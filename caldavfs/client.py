@@ -192,6 +192,17 @@ def _calendar_info(url: str, response: x.DavResponse) -> CalendarInfo:
     )
 
 
+def _item_info(url: str, key: str, response: x.DavResponse) -> ItemInfo | None:
+    """An item's etag, length and mtime from its properties; None without an etag."""
+    etag = response.text(x.GETETAG)
+    if not etag:
+        return None
+    size_text = response.text(x.GETCONTENTLENGTH)
+    return ItemInfo(url=url, key=key, etag=etag,
+                    size=int(size_text) if size_text and size_text.isdigit() else None,
+                    mtime_ns=parse_http_date(response.text(x.GETLASTMODIFIED)))
+
+
 def _is_icalendar(data: bytes) -> bool:
     return data.lstrip(b"\xef\xbb\xbf \t\r\n")[:15].upper() == b"BEGIN:VCALENDAR"
 
@@ -345,16 +356,11 @@ class Client:
             if key in items:
                 log.warning("%s: duplicate href %r in one answer, kept the first", calendar_url, response.href)
                 continue
-            etag = response.text(x.GETETAG)
-            if not etag:
+            info = _item_info(url, key, response)
+            if info is None:
                 log.warning("%s: item %r has no etag, skipped", calendar_url, response.href)
                 continue
-            size_text = response.text(x.GETCONTENTLENGTH)
-            size = int(size_text) if size_text and size_text.isdigit() else None
-            items[key] = ItemInfo(
-                url=url, key=key, etag=etag, size=size,
-                mtime_ns=parse_http_date(response.text(x.GETLASTMODIFIED)),
-            )
+            items[key] = info
         return items
 
     def sync_items(self, calendar_url: str, token: str) -> SyncResult:
@@ -387,13 +393,10 @@ class Client:
                     removed.add(key)
                     changed.pop(key, None)
                     continue
-                etag = entry.text(x.GETETAG)
-                if x.COLLECTION in entry.markers() or not etag:
+                info = _item_info(url, key, entry)
+                if x.COLLECTION in entry.markers() or info is None:
                     continue
-                size_text = entry.text(x.GETCONTENTLENGTH)
-                changed[key] = ItemInfo(url=url, key=key, etag=etag,
-                                        size=int(size_text) if size_text and size_text.isdigit() else None,
-                                        mtime_ns=parse_http_date(entry.text(x.GETLASTMODIFIED)))
+                changed[key] = info
                 removed.discard(key)
             if not answer.sync_token:
                 raise InvalidResponseError(f"{calendar_url}: sync-collection answer without a sync-token")
@@ -493,15 +496,7 @@ class Client:
             found = self._propfind_one(url, ITEM_PROPS)
         except NotFoundError:
             return None
-        etag = found.text(x.GETETAG) if found else None
-        if found is None or not etag:
-            return None
-        size_text = found.text(x.GETCONTENTLENGTH)
-        return ItemInfo(
-            url=url, key=canonical_href(url, url), etag=etag,
-            size=int(size_text) if size_text and size_text.isdigit() else None,
-            mtime_ns=parse_http_date(found.text(x.GETLASTMODIFIED)),
-        )
+        return _item_info(url, canonical_href(url, url), found) if found is not None else None
 
     def put(self, url: str, data: bytes, *, etag: str | None) -> str | None:
         """Upload an item: If-Match its etag to replace, If-None-Match: * to create.
@@ -535,6 +530,16 @@ class Client:
     def mkcalendar(self, url: str, displayname: str | None = None) -> None:
         body = x.mkcalendar(displayname)
         self.session.request("MKCALENDAR", url, body=body, ok=(200, 201))
+
+    def set_calendar_properties(self, url: str, *, displayname: str | None = None,
+                                color: str | None = None) -> None:
+        """Change a calendar's displayname and/or Apple calendar-color (PROPPATCH)."""
+        props: dict[str, str | None] = {}
+        if displayname is not None:
+            props[x.DISPLAYNAME] = displayname
+        if color is not None:
+            props[x.CALENDAR_COLOR] = color
+        self.proppatch(url, props)
 
     def proppatch(self, url: str, props: dict[str, str | None]) -> None:
         response = self.session.request("PROPPATCH", url, body=x.proppatch(props), ok=(200, 207))

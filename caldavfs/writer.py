@@ -261,14 +261,12 @@ class Writer:
         return path
 
     def _set_property(self, cal: Calendar, name: str, value: str) -> None:
-        from caldavfs import davxml as x
-
         if name == META_COLOR:
             if not _COLOR.fullmatch(value):
                 raise RejectedError(f"{cal.name}/color: {value!r} is not a #RRGGBB color")
-            self.tree.client.proppatch(cal.info.url, {x.CALENDAR_COLOR: value})
+            self.tree.client.set_calendar_properties(cal.info.url, color=value)
         else:
-            self.tree.client.proppatch(cal.info.url, {x.DISPLAYNAME: value})
+            self.tree.client.set_calendar_properties(cal.info.url, displayname=value)
         # Take the new value in now, so that a time set right after (rsync) is not undone.
         self.tree.invalidate_home()
         self.tree.find_calendar(cal.name)
