@@ -44,22 +44,41 @@ log = logging.getLogger("caldavfs")
 
 DEFAULT_TTL = 60.0
 DEFAULT_TIMEOUT = 30.0
-# Kernel-side caching: names for a second (rclone's documented safe floor); attributes not at
-# all, so that a size is never older than the bytes an open file reads (items change on the
-# server); auto_cache drops a file's pages when its mtime or size moved, which every change does.
+# Kernel-side caching: names for a second (rclone's documented safe floor); attributes for a
+# second too, but only where the daemon can take them back when an item changes (libfuse 3,
+# see fuselib), so that a size is never older than the bytes an open file reads; auto_cache
+# drops a file's pages when its mtime or size moved, which every change does.
 DEFAULT_FUSE_OPTIONS: dict[str, str | bool] = {
     "use_ino": True,
     "auto_cache": True,
-    # open(O_TRUNC) arrives as one open with O_TRUNC, not open then truncate: a write that
-    # replaces an item is then based on the version the user read, and nothing is fetched.
-    "atomic_o_trunc": True,
     "entry_timeout": "1",
-    "attr_timeout": "0",
+    "attr_timeout": "1",
     # Reads go to the daemon, which serves each open file the one version it opened: the kernel's
     # page cache would otherwise mix versions of an item that changed while it was being read.
     "direct_io": True,
     "subtype": "caldavfs",
 }
+
+
+def fuse_options(user: dict[str, str | bool], fsname: str) -> dict[str, str | bool]:
+    """The options the mount runs with: the defaults, what libfuse needs, then the user's."""
+    from caldavfs import fuselib
+
+    options = dict(DEFAULT_FUSE_OPTIONS)
+    options["fsname"] = fsname
+    if fuselib.LIBFUSE_MAJOR < 3:
+        # open(O_TRUNC) arrives as one open with O_TRUNC, not open then truncate: a write that
+        # replaces an item is then based on the version the user read (libfuse 3 always does).
+        options["atomic_o_trunc"] = True
+    if not fuselib.can_invalidate():
+        options["attr_timeout"] = "0"  # nothing could take a cached size back
+    options.update(user)
+    if options.get("allow_other") or options.get("allow_root"):
+        # Others may look in: let the kernel check the 0600/0700 modes. Without allow_other only
+        # the mounting user gets in anyway, and the permission checks would make the kernel ask
+        # for the root's attributes on every path lookup.
+        options.setdefault("default_permissions", True)
+    return options
 
 
 def message_for(exc: BaseException) -> str:
@@ -213,22 +232,22 @@ def build_tree(url: str, creds: Credentials, args: argparse.Namespace) -> Tree:
 def serve(tree: Tree, mountpoint: str, args: argparse.Namespace, *, fsname: str,
           on_ready: Callable[[], None] | None = None) -> None:
     """Run the FUSE loop in this process until unmounted (blocking)."""
-    from mfusepy import FUSE  # lazily: libfuse is needed only from here on
-
+    from caldavfs import fuselib  # lazily: libfuse is needed only from here on
     from caldavfs.fs import CaldavFS
+    from caldavfs.fuselib import FUSE
     from caldavfs.writer import Writer
 
-    options = dict(DEFAULT_FUSE_OPTIONS)
-    options["fsname"] = fsname
-    options.update(_parse_fuse_options(args.fuse_options))
-    if options.get("allow_other") or options.get("allow_root"):
-        # Others may look in: let the kernel check the 0600/0700 modes. Without allow_other only
-        # the mounting user gets in anyway, and the permission checks would make the kernel ask
-        # for the root's attributes on every path lookup.
-        options.setdefault("default_permissions", True)
+    options = fuse_options(_parse_fuse_options(args.fuse_options), fsname)
     read_only = bool(args.read_only or options.get("ro"))
     writer = Writer(tree, cache_dir(args) / "conflicts", read_only=read_only)
-    FUSE(CaldavFS(tree, writer, on_ready=on_ready), mountpoint, foreground=True, **options)
+    try:
+        FUSE(CaldavFS(tree, writer, on_ready=on_ready), mountpoint, foreground=True, **options)
+    except RuntimeError as exc:
+        # libfuse 3's fuse_main returns 8 when SIGTERM, SIGINT or SIGHUP ended its loop (it
+        # unmounted first): the way a foreground mount is meant to end, not a failure.
+        if fuselib.LIBFUSE_MAJOR < 3 or exc.args != (8,):
+            raise
+        log.info("unmounted on a signal")
 
 
 def cache_dir(args: argparse.Namespace) -> Path:

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mfusepy import FuseOSError, Operations
-
 from caldavfs.errors import (
     AlreadyExistsError,
     CaldavfsError,
@@ -41,6 +39,7 @@ from caldavfs.errors import (
     TransportError,
     UnauthorizedError,
 )
+from caldavfs.fuselib import FuseOSError, Invalidator, Operations
 from caldavfs.model import Node
 from caldavfs.tree import Tree
 from caldavfs.writer import LocalFile, Writer
@@ -109,6 +108,10 @@ def _unsupported(*_args: Any, **_kwargs: Any) -> int:
     raise FuseOSError(errno.EPERM)
 
 
+# (name, attributes, offset of the next entry, whether the attributes are whole): readdir_plus.
+DirEntry = tuple[str, dict[str, int], int, bool]
+
+
 @dataclass
 class Handle:
     """An open file: a snapshot of bytes to read, or a file held by the write path."""
@@ -131,8 +134,11 @@ class CaldavFS(Operations):
         self.gid = os.getgid() if gid is None else gid
         self._on_ready = on_ready
         self._handles: dict[int, Handle] = {}
+        # Open folders: the listing each one reads, taken at its first readdir (readdir_plus).
+        self._dirs: dict[int, list[DirEntry]] = {}
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
+        self._invalidator = Invalidator()
 
     def _stat(self, node: Node) -> dict[str, int]:
         mode = stat.S_IFDIR | 0o700 if node.kind == "dir" else stat.S_IFREG | 0o600
@@ -163,10 +169,13 @@ class CaldavFS(Operations):
     # --- lifecycle ------------------------------------------------------------------
 
     def init(self, path: str) -> None:
+        if self._invalidator.attach():
+            self.tree.invalidate = self._invalidator
         if self._on_ready is not None:
             self._on_ready()
 
     def destroy(self, path: str) -> None:
+        self._invalidator.stop()
         if self.tree.disk is not None:
             self.tree.disk.flush()
         self.tree.client.session.close()
@@ -181,6 +190,10 @@ class CaldavFS(Operations):
             # fstat(2) on an open file: the size of the bytes this open file reads, even when
             # the item changed on the server since (the kernel re-asks before reading past it).
             size = len(handle.local.data) if handle.local is not None else len(handle.data)
+            if size != attrs["st_size"] and handle.local is None:
+                # This answer is this open file's alone: the kernel must not keep it for the
+                # path (invalidating now makes it drop the reply that is on its way).
+                self.tree.invalidate([path])
             attrs["st_size"], attrs["st_blocks"] = size, (size + 511) // 512
         return attrs
 
@@ -190,6 +203,37 @@ class CaldavFS(Operations):
         for name, node in self.tree.readdir(path):
             entries.append((name, {"st_mode": self._stat(node)["st_mode"], "st_ino": node.ino}, 0))
         return entries
+
+    @_errno_guard
+    def opendir(self, path: str) -> int:
+        with self._lock:
+            fh = next(self._next_fh)
+            self._dirs[fh] = []
+        return fh
+
+    @_errno_guard
+    def readdir_plus(self, path: str, offset: int, fh: int) -> list[DirEntry]:
+        """Entries from ``offset`` on, with attributes and the next offset; one listing per
+        open folder, so that a big folder read in many calls is listed once."""
+        entries = self._dirs.get(fh)
+        if offset == 0 or not entries:
+            # A calendar's attributes in the root's listing may predate its own listing (its
+            # mtime does not): the kernel takes them by LOOKUP instead, from a listed calendar.
+            whole = path != "/"
+            folder = {"st_mode": stat.S_IFDIR | 0o700}  # not the root's whole stat: it lists everything
+            entries = [(".", folder, 1, False), ("..", folder, 2, False)]
+            for name, node in self.tree.readdir(path):
+                entries.append((name, self._stat(node), len(entries) + 1, whole))
+            with self._lock:
+                if fh in self._dirs:
+                    self._dirs[fh] = entries
+        return entries[offset:]
+
+    @_errno_guard
+    def releasedir(self, path: str, fh: int) -> int:
+        with self._lock:
+            self._dirs.pop(fh, None)
+        return 0
 
     @_errno_guard
     def open(self, path: str, flags: int) -> int:

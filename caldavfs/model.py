@@ -92,6 +92,10 @@ class Calendar:
     _meta: tuple[CalendarInfo, dict[str, bytes]] | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock)
     fetch_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Read-ahead (tree.py): the keys of the batch fetched last for a reader, and the items
+    # whose first read starts fetching the next batch in the background.
+    last_batch: frozenset[str] = frozenset()
+    ahead_marks: set[str] = field(default_factory=set)
     # Files held by the write path (scratch files, items open for writing), by name.
     local: dict[str, Any] = field(default_factory=dict)
 

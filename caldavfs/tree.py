@@ -14,6 +14,7 @@ away. Thread-safe: FUSE calls this from many threads.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,14 @@ from caldavfs.client import (
     last_segment,
 )
 from caldavfs.diskcache import DiskCache
-from caldavfs.errors import DavError, InvalidResponseError, NotFoundError, ServerError, TransportError
+from caldavfs.errors import (
+    CaldavfsError,
+    DavError,
+    InvalidResponseError,
+    NotFoundError,
+    ServerError,
+    TransportError,
+)
 from caldavfs.model import META_COLOR, META_DISPLAYNAME, SECOND, Calendar, Item, Node, inode
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,12 @@ class Tree:
         self._home_lock = threading.Lock()
         self._home_loaded = False
         self._home_fresh_until = 0.0
+        # Set by the FUSE layer: makes the kernel forget what it cached of these paths. Called
+        # with every path whose size, mtime or existence this tree changed (never under a lock).
+        self.invalidate: Callable[[list[str]], None] = _no_invalidate
+        self._ahead_jobs: queue.SimpleQueue[tuple[Calendar, Item]] = queue.SimpleQueue()
+        self._ahead_lock = threading.Lock()
+        self._ahead_thread: threading.Thread | None = None
 
     # --- public API (what fs.py calls) ------------------------------------------------
 
@@ -201,6 +215,7 @@ class Tree:
             cal.touch()
         self._remember(key, etag, data)
         self._save_listing(cal)
+        self.invalidate([f"/{cal.name}/{name}", f"/{cal.name}", "/"])
         return etag
 
     def after_delete(self, cal: Calendar, name: str) -> None:
@@ -210,6 +225,7 @@ class Tree:
                 cal.by_key.pop(item.info.key, None)
             cal.touch()
         self._save_listing(cal)
+        self.invalidate([f"/{cal.name}", "/"])
 
     def xattrs(self, path: str) -> dict[str, str]:
         """What ``getfattr -d`` shows: where a node lives on the server and its version."""
@@ -281,6 +297,7 @@ class Tree:
         by_key = {c.info.key: c for c in self._calendars.values()}
         assigned = names.assign({i.key: last_segment(i.url) for i in infos}, item=False)
         fresh: dict[str, Calendar] = {}
+        gone: list[str] = []
         for info in infos:
             cal = by_key.get(info.key)
             if cal is None:
@@ -292,12 +309,19 @@ class Tree:
                         cal.stale = True
                     if (info.displayname, info.color) != (cal.info.displayname, cal.info.color):
                         cal.meta_mtime_ns = max(time.time_ns(), cal.meta_mtime_ns + SECOND)
+                        gone += [f"/{cal.name}/{META_DISPLAYNAME}", f"/{cal.name}/{META_COLOR}"]
+                    if cal.name != assigned[info.key]:
+                        gone.append(f"/{cal.name}")
                     cal.info = info
                     cal.name = assigned[info.key]
             # Decided on the first answer: later home-set requests may leave sync-token out.
             cal.syncable = cal.syncable or bool(info.sync_token)
             fresh[cal.name] = cal
+        gone += [f"/{name}" for name in self._calendars if name not in fresh]
+        if self._home_loaded and (gone or set(fresh) != set(self._calendars)):
+            gone.append("/")
         self._calendars = fresh
+        self.invalidate(gone)
 
     def _calendar(self, name: str) -> Calendar:
         cal = self._home().get(name)
@@ -321,6 +345,7 @@ class Tree:
         self._home()
         if cal.listed and not cal.stale:
             return
+        folder_mtime = cal.shown_mtime
         with cal.lock:
             if cal.listed and (not cal.stale or cal.retry_at > self._clock()):
                 return
@@ -335,7 +360,7 @@ class Tree:
                 log.warning("%s: keeping the last listing: %s", cal.name, exc)
                 cal.retry_at = self._clock() + min(self.ttl, RETRY_AFTER_FAILURE)
                 return
-            self._apply_items(cal, infos)
+            moved = self._apply_items(cal, infos)
             cal.listed_tag = tag
             cal.stale = False
             cal.listed = True
@@ -344,6 +369,10 @@ class Tree:
             # Only now is the folder's mtime known on servers without getlastmodified (Xandikos).
             cal.meta_mtime_ns = cal.mtime_ns
         self._save_listing(cal)
+        paths = [f"/{cal.name}/{name}" for name in moved]
+        if cal.shown_mtime != folder_mtime:
+            paths += [f"/{cal.name}", "/"]
+        self.invalidate(paths)
 
     def _list(self, cal: Calendar) -> dict[str, ItemInfo]:
         """The calendar's members now: by sync-collection where that loses nothing, else by
@@ -370,8 +399,10 @@ class Tree:
             cal.server_mtimes = any(i.mtime_ns is not None for i in infos.values())
         return infos
 
-    def _apply_items(self, cal: Calendar, infos: dict[str, ItemInfo]) -> None:
+    def _apply_items(self, cal: Calendar, infos: dict[str, ItemInfo]) -> list[str]:
+        """Install a listing; returns the names of items that changed or went away."""
         changed = cal.listed and set(infos) != set(cal.by_key)
+        moved = [i.name for k, i in cal.by_key.items() if k not in infos]
         by_key: dict[str, Item] = {}
         for key, info in infos.items():
             old = cal.by_key.get(key)
@@ -382,6 +413,7 @@ class Tree:
             item = Item(info=info, size=info.size, mtime_ns=info.mtime_ns)
             if old is not None:
                 changed = True
+                moved.append(old.name)
                 item.served_etag = old.served_etag
                 if old.complete:
                     item.previous = (old.size or 0, old.shown_mtime)
@@ -394,6 +426,7 @@ class Tree:
             cal.mtime_ns = max(newest, cal.mtime_ns)
         else:
             cal.mtime_ns = max(newest, cal.mtime_ns)
+        return moved
 
     @staticmethod
     def _install(cal: Calendar, by_key: dict[str, Item]) -> None:
@@ -509,31 +542,100 @@ class Tree:
     def _content(self, cal: Calendar, item: Item) -> bytes:
         data = self._cached(item)
         if data is not None:
+            if item.info.key in cal.ahead_marks:
+                cal.ahead_marks.discard(item.info.key)
+                self._read_ahead(cal, item)
             return data
         with cal.fetch_lock:
             data = self._cached(item)
             if data is not None:
                 return data
-            # Take uncached siblings along, in name order from this one on: rsync, tar and
-            # grep read a folder in that order, so the next reads are already here.
-            with cal.lock:
-                ordered = sorted(cal.items.values(), key=lambda i: i.name)
+            ordered = self._ordered(cal)
             start = next((n for n, i in enumerate(ordered) if i is item), 0)
-            batch = [item]
-            for other in ordered[start + 1:] + ordered[:start]:
-                if len(batch) >= self.client.batch:
-                    break
-                if not self._has(other):
-                    batch.append(other)
+            batch = [item] + self._uncached_after(ordered, start, self.client.batch - 1)
             found = self._fetch(cal, batch)
+            # A reader going through the folder in name order (rsync, tar, grep -r) has now
+            # needed the batch after the last one: fetch the rest ahead of it, batch by batch.
+            sequential = start > 0 and ordered[start - 1].info.key in cal.last_batch
+            cal.last_batch = frozenset(i.info.key for i in batch)
+        if sequential:
+            self._read_ahead(cal, batch[-1])
         data = found.get(item.info.key)
         if data is None:
             cal.stale = True
             raise InvalidResponseError(f"/{cal.name}/{item.name}: the server did not return its data")
         return data
 
+    @staticmethod
+    def _ordered(cal: Calendar) -> list[Item]:
+        with cal.lock:
+            return sorted(cal.items.values(), key=lambda i: i.name)
+
+    def _uncached_after(self, ordered: list[Item], start: int, limit: int) -> list[Item]:
+        """Up to ``limit`` uncached items after ``ordered[start]``, in name order, wrapping
+        around: rsync, tar and grep read a folder in that order."""
+        found: list[Item] = []
+        for other in ordered[start + 1:] + ordered[:start]:
+            if len(found) >= limit:
+                break
+            if not self._has(other):
+                found.append(other)
+        return found
+
+    def _read_ahead(self, cal: Calendar, after: Item) -> None:
+        """Fetch the next batch after ``after`` in the background, while the reader works
+        through what it has: the server's time then overlaps the reader's."""
+        self._ahead_jobs.put((cal, after))
+        with self._ahead_lock:
+            if self._ahead_thread is None:
+                self._ahead_thread = threading.Thread(target=self._ahead_loop, name="caldavfs-ahead", daemon=True)
+                self._ahead_thread.start()
+
+    def _ahead_loop(self) -> None:
+        while True:
+            cal, after = self._ahead_jobs.get()
+            try:
+                self._ahead_job(cal, after)
+            except Exception:  # a bug: say so, and keep the thread for the next job
+                log.exception("%s: read-ahead failed unexpectedly", cal.name)
+
+    def _ahead_job(self, cal: Calendar, after: Item) -> None:
+        with cal.fetch_lock:
+            ordered = self._ordered(cal)
+            start = next((n for n, i in enumerate(ordered) if i is after), None)
+            if start is None:
+                return  # gone meanwhile
+            # No wrapping around here: a reader that started mid-folder has its own batches.
+            batch = self._uncached_after(ordered, start, self.client.batch)
+            if batch:
+                try:
+                    self._fetch(cal, batch)
+                except CaldavfsError as exc:  # the reader's own fetch tries again and reports
+                    log.info("%s: read-ahead failed: %s", cal.name, exc)
+                    return
+                cal.ahead_marks.add(batch[0].info.key)
+                return
+        # All of this calendar is here: a reader going through the whole tree (rsync, tar)
+        # goes on to the next folder, so list that one while the reader finishes this one.
+        following = sorted(n for n in self._calendars if n > cal.name)
+        nxt = self._calendars.get(following[0]) if following else None
+        if nxt is not None and (not nxt.listed or nxt.stale):
+            try:
+                self._ensure_listed(nxt)
+            except CaldavfsError as exc:
+                log.info("%s: read-ahead listing failed: %s", nxt.name, exc)
+
     def _fetch(self, cal: Calendar, items: list[Item]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
+        moved: list[str] = []
+        try:
+            self._fetch_into(cal, items, found, moved)
+        finally:
+            # Before any of these bytes are read: the kernel must not pair them with an old size.
+            self.invalidate([f"/{cal.name}/{name}" for name in moved])
+        return found
+
+    def _fetch_into(self, cal: Calendar, items: list[Item], found: dict[str, bytes], moved: list[str]) -> None:
         for info, etag, data in self.client.fetch(cal.info.url, [i.info for i in items]):
             with cal.lock:
                 item = cal.by_key.get(info.key)
@@ -547,7 +649,10 @@ class Tree:
                     item.info = ItemInfo(url=info.url, key=info.key, etag=etag, size=len(data))
                     item.mtime_ns = None
                     cal.stale = True
+                    moved.append(item.name)
                 if item.size != len(data):
+                    if item.size is not None:
+                        moved.append(item.name)
                     if item.size is not None and item.previous is None:
                         log.info("%s: server's getcontentlength %d, data %d bytes", info.url,
                                  item.size, len(data))
@@ -557,7 +662,10 @@ class Tree:
                 item.settle()
             self._remember(info.key, etag, data)
             found[info.key] = data
-        return found
+
+
+def _no_invalidate(paths: list[str]) -> None:
+    """Without a kernel attribute cache (or outside a mount) there is nothing to take back."""
 
 
 def split_path(path: str) -> list[str]:

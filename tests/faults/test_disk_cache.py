@@ -1,10 +1,13 @@
-"""The disk cache: folders 0700, files 0600, written atomically; a corrupt or truncated entry is detected,
-fetched again and never served; a remount with nothing changed downloads and lists nothing."""
+"""The disk cache: folders 0700, files 0600 (the SQLite database and its -wal/-shm too), no temporary files
+left; a corrupt or truncated entry is detected, fetched again and never served; a remount with nothing changed
+downloads and lists nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -41,7 +44,7 @@ def test_disk_cache_modes_damage_and_quiet_remount(radicale: servers.Server, tmp
         _read_all(m.path, expected)
 
     # Modes: every folder 0700, every file 0600; no temporary files left behind.
-    data_files: list[Path] = []
+    databases: list[Path] = []
     for root, dirs, files in os.walk(cache):
         for d in dirs:
             mode = stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode)
@@ -51,23 +54,26 @@ def test_disk_cache_modes_damage_and_quiet_remount(radicale: servers.Server, tmp
             mode = stat.S_IMODE(path.stat().st_mode)
             assert mode == 0o600, f"{path}: {oct(mode)}"
             assert not f.startswith(".tmp-"), f"temporary file left behind: {path}"
-            if path.parent.parent.name == "data":
-                data_files.append(path)
+            if f == "data.sqlite3":
+                databases.append(path)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-    assert len(data_files) == len(expected), sorted(p.name for p in data_files)
+    assert len(databases) == 1, databases
+    # No per-entry files (data/) any more; the -wal/-shm, if there, were among the files checked above.
+    assert set(os.listdir(databases[0].parent)) <= {"account", "listings", "data.sqlite3", "data.sqlite3-wal",
+                                                    "data.sqlite3-shm"}, os.listdir(databases[0].parent)
 
-    # Damage two entries: a flipped byte inside the data, and a truncation.
+    # One row per item, each holding an item's exact bytes. Damage two rows: a flipped byte inside the
+    # data, and a truncation (the stored digest is left as it was).
     bodies = set(expected.values())
-    damaged: list[bytes] = []
-    for path in sorted(data_files)[:2]:
-        raw = path.read_bytes()
-        assert raw[:-32] in bodies
-        damaged.append(raw[:-32])
-    first, second = sorted(data_files)[:2]
-    raw = bytearray(first.read_bytes())
-    raw[len(raw) // 3] ^= 0x01
-    first.write_bytes(bytes(raw))
-    second.write_bytes(second.read_bytes()[: len(second.read_bytes()) // 2])
+    with contextlib.closing(sqlite3.connect(databases[0], isolation_level=None)) as db:
+        rows = db.execute("SELECT seq, body FROM entries ORDER BY key").fetchall()
+        assert len(rows) == len(expected), len(rows)
+        assert {body for _, body in rows} == bodies
+        (first, first_body), (second, second_body) = rows[:2]
+        flipped = bytearray(first_body)
+        flipped[len(flipped) // 3] ^= 0x01
+        db.execute("UPDATE entries SET body = ? WHERE seq = ?", (bytes(flipped), first))
+        db.execute("UPDATE entries SET body = ? WHERE seq = ?", (second_body[: len(second_body) // 2], second))
 
     with mount(radicale, extra_args=args, workdir=tmp_path / "m2") as m:
         _read_all(m.path, expected)  # exact server bytes, also for the two damaged entries

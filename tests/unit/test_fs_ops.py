@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mfusepy import FuseOSError
 
 from caldavfs import errors as E
 from caldavfs.client import Client
 from caldavfs.dav import DavSession
 from caldavfs.fs import CaldavFS, errno_for
+from caldavfs.fuselib import FuseOSError
 from caldavfs.tree import Tree
 from caldavfs.writer import Writer
 from tests import servers
