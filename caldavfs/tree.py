@@ -541,25 +541,28 @@ class Tree:
 
     def _content(self, cal: Calendar, item: Item) -> bytes:
         data = self._cached(item)
-        if data is not None:
-            if item.info.key in cal.ahead_marks:
-                cal.ahead_marks.discard(item.info.key)
-                self._read_ahead(cal, item)
-            return data
-        with cal.fetch_lock:
-            data = self._cached(item)
-            if data is not None:
-                return data
-            ordered = self._ordered(cal)
-            start = next((n for n, i in enumerate(ordered) if i is item), 0)
-            batch = [item] + self._uncached_after(ordered, start, self.client.batch - 1)
-            found = self._fetch(cal, batch)
-            # A reader going through the folder in name order (rsync, tar, grep -r) has now
-            # needed the batch after the last one: fetch the rest ahead of it, batch by batch.
-            sequential = start > 0 and ordered[start - 1].info.key in cal.last_batch
-            cal.last_batch = frozenset(i.info.key for i in batch)
-        if sequential:
+        if data is None:
+            with cal.fetch_lock:  # a read-ahead of this very item may be on its way: wait for it
+                data = self._cached(item)
+                if data is None:
+                    return self._fetch_for_reader(cal, item)
+        if item.info.key in cal.ahead_marks:
+            # The reader reached the batch read ahead last: fetch the one after it.
+            cal.ahead_marks.discard(item.info.key)
+            self._read_ahead(cal, item)
+        return data
+
+    def _fetch_for_reader(self, cal: Calendar, item: Item) -> bytes:
+        """Fetch ``item`` with a batch of uncached siblings (under ``cal.fetch_lock``)."""
+        ordered = self._ordered(cal)
+        start = next((n for n, i in enumerate(ordered) if i is item), 0)
+        batch = [item] + self._uncached_after(ordered, start, self.client.batch - 1)
+        found = self._fetch(cal, batch)
+        # A reader going through the folder in name order (rsync, tar, grep -r) has now
+        # needed the batch after the last one: fetch the rest ahead of it, batch by batch.
+        if start > 0 and ordered[start - 1].info.key in cal.last_batch:
             self._read_ahead(cal, batch[-1])
+        cal.last_batch = frozenset(i.info.key for i in batch)
         data = found.get(item.info.key)
         if data is None:
             cal.stale = True
@@ -614,6 +617,7 @@ class Tree:
                     log.info("%s: read-ahead failed: %s", cal.name, exc)
                     return
                 cal.ahead_marks.add(batch[0].info.key)
+                cal.last_batch = frozenset(i.info.key for i in batch)
                 return
         # All of this calendar is here: a reader going through the whole tree (rsync, tar)
         # goes on to the next folder, so list that one while the reader finishes this one.
