@@ -238,6 +238,7 @@ def serve(tree: Tree, mountpoint: str, args: argparse.Namespace, *, fsname: str,
     from caldavfs.writer import Writer
 
     options = fuse_options(_parse_fuse_options(args.fuse_options), fsname)
+    fuselib.quiet_known_noise()
     read_only = bool(args.read_only or options.get("ro"))
     writer = Writer(tree, cache_dir(args) / "conflicts", read_only=read_only)
     try:

@@ -40,6 +40,9 @@ CALENDAR_PROPS = (
     x.SYNC_TOKEN,
     x.CALENDAR_COLOR,
     x.SUPPORTED_COMPONENTS,
+    # The collection's own mtime: where it covers its items (Radicale), a folder's stat needs no
+    # listing of the calendar; costs next to nothing there (0.03 s for the whole home-set).
+    x.GETLASTMODIFIED,
 )
 # Only what stat needs: every property asked costs server time even when unused (Radicale
 # works out getcontentlength by serialising each item; getcontenttype was never used).
@@ -91,6 +94,7 @@ class CalendarInfo:
     ctag: str | None = None
     sync_token: str | None = None
     components: tuple[str, ...] = ()
+    mtime_ns: int | None = None  # the collection's getlastmodified
 
     @property
     def change_tag(self) -> str | None:
@@ -191,6 +195,7 @@ def _calendar_info(url: str, response: x.DavResponse) -> CalendarInfo:
         ctag=response.text(x.GETCTAG) or None,
         sync_token=response.text(x.SYNC_TOKEN) or None,
         components=response.hrefs(x.SUPPORTED_COMPONENTS),
+        mtime_ns=parse_http_date(response.text(x.GETLASTMODIFIED)),
     )
 
 
@@ -409,8 +414,10 @@ class Client:
 
     # --- calendar data ------------------------------------------------------------------
 
-    def fetch(self, calendar_url: str, items: Sequence[ItemInfo]) -> Iterator[tuple[ItemInfo, str, bytes]]:
-        """Exact bytes of ``items`` by calendar-multiget in batches.
+    def fetch(self, calendar_url: str, items: Sequence[ItemInfo],
+              batch: int | None = None) -> Iterator[tuple[ItemInfo, str, bytes]]:
+        """Exact bytes of ``items`` by calendar-multiget in batches (of ``batch``, default the
+        client's).
 
         Yields (item as asked, etag the server sent, bytes). A batch that times out, fails
         with 5xx or comes back short is asked again in smaller pieces; an href the server
@@ -418,7 +425,7 @@ class Client:
         are simply not yielded.
         """
         pending = list(items)
-        size = max(1, self.batch)
+        size = max(1, batch or self.batch)
         timeouts = 0
         while pending:
             chunk, pending = pending[:size], pending[size:]

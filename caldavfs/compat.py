@@ -49,6 +49,10 @@ QUIRKS: tuple[Quirk, ...] = (
           "normalising their percent-encoding", "client"),
     Quirk("Radicale, DAViCal", "encode @ in hrefs, where Xandikos, Cyrus and SOGo don't",
           "hrefs are compared after normalising their percent-encoding", "client"),
+    Quirk("Radicale", "works out getcontentlength by serialising each item on every PROPFIND "
+          "(a third of a listing's time); its collection getlastmodified covers its items'",
+          "listings ask only what stat needs; a folder's own stat comes from the home-set's "
+          "getlastmodified, a calendar is listed when something in it is asked", "client, tree"),
     Quirk("Radicale", "getctag and sync-token asked together cost twice one of them",
           "after the first answer only the change tag the server has is asked for", "client"),
     Quirk("Radicale, Xandikos", "rewrite uploaded data (reorder, refold, add DTSTAMP)",

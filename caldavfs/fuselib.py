@@ -67,6 +67,35 @@ class PlusFUSE(mfusepy.FUSE):
 
 FUSE = PlusFUSE if LIBFUSE_MAJOR >= 3 else mfusepy.FUSE
 
+# libfuse 3.14.0 prints this at every start, for a default it then keeps (fixed in 3.14.1).
+_NOISE = (b"Ignoring invalid max threads value",)
+_LOG_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_log_func_ref: list[Any] = []  # the callback must live as long as libfuse may call it
+
+
+def quiet_known_noise() -> None:
+    """Route libfuse's messages through a filter that drops known harmless noise and prints the
+    rest as libfuse would (to stderr, the log file once a background mount detached)."""
+    lib = mfusepy._libfuse
+    if LIBFUSE_MAJOR < 3 or not hasattr(lib, "fuse_set_log_func") or _log_func_ref:
+        return
+    libc = ctypes.CDLL(None)
+    vfprintf = libc.vfprintf
+    # va_list arrives as a pointer on the ABIs Linux runs on (an array type on x86-64, a large
+    # struct passed by reference on arm64), and is handed on as such.
+    vfprintf.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    stderr = ctypes.c_void_p.in_dll(libc, "stderr")
+
+    def log_func(level: int, fmt: bytes | None, args: int | None) -> None:
+        if fmt is None or fmt.startswith(_NOISE):
+            return
+        vfprintf(stderr, fmt, args)
+
+    callback = _LOG_FUNC(log_func)
+    _log_func_ref.append(callback)
+    lib.fuse_set_log_func.argtypes = [_LOG_FUNC]
+    lib.fuse_set_log_func(callback)
+
 # How long a kernel-side invalidation may take before the caller goes on without it.
 INVALIDATE_WAIT = 2.0
 

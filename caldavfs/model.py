@@ -89,6 +89,9 @@ class Calendar:
     syncable: bool = False
     server_mtimes: bool | None = None  # did the last full listing carry getlastmodified?
     sync_token: str | None = None
+    # Set by the tree where the server's collection getlastmodified covers every item's: the
+    # folder's mtime then comes from the home-set, without listing the calendar.
+    server_folder_mtime: bool = False
     _meta: tuple[CalendarInfo, dict[str, bytes]] | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock)
     fetch_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,12 +99,17 @@ class Calendar:
     # whose first read starts fetching the next batch in the background.
     last_batch: frozenset[str] = frozenset()
     ahead_marks: set[str] = field(default_factory=set)
+    ahead_size: int = 0  # items in the last read-ahead request (it doubles, up to a bound)
     # Files held by the write path (scratch files, items open for writing), by name.
     local: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shown_mtime(self) -> int:
-        return self.user_mtime if self.user_mtime is not None else self.mtime_ns
+        if self.user_mtime is not None:
+            return self.user_mtime
+        if self.server_folder_mtime and self.info.mtime_ns is not None:
+            return max(self.mtime_ns, self.info.mtime_ns)
+        return self.mtime_ns
 
     def touch(self) -> None:
         """Something in the calendar changed: its folder mtime moves (khal's ctag)."""

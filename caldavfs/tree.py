@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 # After a failed refresh, wait this long before asking a silent server again, so that
 # every call does not block for a whole timeout while it is away.
 RETRY_AFTER_FAILURE = 5.0
+# Batches fetched ahead of a reader going through a folder in name order: two, so that one
+# slow answer does not make the reader wait (rsync reads 100 small files in about 30 ms).
+AHEAD_BATCHES = 2
+# A read-ahead request grows to this many times the batch: the server's cost per item falls
+# with the size of a multiget (Radicale: 0.22 ms an item at 100, 0.16 at 500).
+AHEAD_GROWTH = 4
 
 
 class Tree:
@@ -74,6 +80,9 @@ class Tree:
         self._home_lock = threading.Lock()
         self._home_loaded = False
         self._home_fresh_until = 0.0
+        # Does the server's collection getlastmodified cover its items' (Radicale's does)? Then a
+        # folder's stat needs no listing. Decided on the first calendar listed with items.
+        self._folder_mtimes: bool | None = None
         # Set by the FUSE layer: makes the kernel forget what it cached of these paths. Called
         # with every path whose size, mtime or existence this tree changed (never under a lock).
         self.invalidate: Callable[[list[str]], None] = _no_invalidate
@@ -89,7 +98,7 @@ class Tree:
             return self._root_node()
         cal = self._calendar(parts[0])
         if len(parts) == 1:
-            self._ensure_listed(cal)
+            self._folder_ready(cal)
             return Node("dir", cal.ino, 0, cal.shown_mtime, nlink=2)
         if len(parts) == 2:
             return self._child_node(cal, parts[1])
@@ -312,6 +321,8 @@ class Tree:
                         gone += [f"/{cal.name}/{META_DISPLAYNAME}", f"/{cal.name}/{META_COLOR}"]
                     if cal.name != assigned[info.key]:
                         gone.append(f"/{cal.name}")
+                    if cal.server_folder_mtime and info.mtime_ns != cal.info.mtime_ns:
+                        gone += [f"/{cal.name}", "/"]  # its mtime comes from this answer
                     cal.info = info
                     cal.name = assigned[info.key]
             # Decided on the first answer: later home-set requests may leave sync-token out.
@@ -332,14 +343,41 @@ class Tree:
     def _root_node(self) -> Node:
         cals = self._home()
         mtime = 0
-        for cal in cals.values():
+        for name in sorted(cals):
             # The root's mtime is the newest calendar's: stable across runs, so a repeated
             # rsync leaves the backup's top folder alone.
-            self._ensure_listed(cal)
+            cal = cals[name]
+            self._folder_ready(cal)
             mtime = max(mtime, cal.shown_mtime)
         return Node("dir", 1, 0, mtime, nlink=2 + len(cals))
 
     # --- one calendar -----------------------------------------------------------------
+
+    def _folder_ready(self, cal: Calendar) -> None:
+        """Make the folder's own stat known: from the home-set where the server's collection
+        mtime covers its items', else by listing the calendar (its mtime is its newest item's)."""
+        if self._folder_mtimes and cal.info.mtime_ns is not None:
+            cal.server_folder_mtime = True
+            return
+        self._ensure_listed(cal)
+
+    def _judge_folder_mtimes(self, cal: Calendar) -> None:
+        """After a listing: trust the server's collection getlastmodified for folder mtimes only
+        while every calendar listed has it at or after its newest item's getlastmodified."""
+        if self._folder_mtimes is not False and cal.by_key:
+            newest = max((i.info.mtime_ns or 0 for i in cal.by_key.values()), default=0)
+            if cal.info.mtime_ns is None or cal.server_mtimes is not True or newest > cal.info.mtime_ns:
+                was, self._folder_mtimes = self._folder_mtimes, False
+                for other in self._calendars.values():
+                    other.server_folder_mtime = False
+                cal.server_folder_mtime = False
+                if was:
+                    log.info("%s: the server's folder mtime is older than an item's; listing every "
+                             "calendar for its folder's mtime", cal.name)
+                    self.invalidate([f"/{c.name}" for c in self._calendars.values()] + ["/"])
+                return
+            self._folder_mtimes = True
+        cal.server_folder_mtime = bool(self._folder_mtimes) and cal.info.mtime_ns is not None
 
     def _ensure_listed(self, cal: Calendar) -> None:
         self._home()
@@ -361,6 +399,7 @@ class Tree:
                 cal.retry_at = self._clock() + min(self.ttl, RETRY_AFTER_FAILURE)
                 return
             moved = self._apply_items(cal, infos)
+            self._judge_folder_mtimes(cal)
             cal.listed_tag = tag
             cal.stale = False
             cal.listed = True
@@ -478,6 +517,7 @@ class Tree:
         self._install(cal, by_key)
         cal.listed, cal.listed_tag = True, tag
         cal.stale = cal.info.change_tag is None or cal.info.change_tag != tag
+        self._judge_folder_mtimes(cal)
 
     def _cached(self, item: Item) -> bytes | None:
         data = self.cache.get(item.info.key, item.info.etag)
@@ -563,6 +603,7 @@ class Tree:
         if start > 0 and ordered[start - 1].info.key in cal.last_batch:
             self._read_ahead(cal, batch[-1])
         cal.last_batch = frozenset(i.info.key for i in batch)
+        cal.ahead_size = 0  # a reader's own miss: read-ahead starts small again
         data = found.get(item.info.key)
         if data is None:
             cal.stale = True
@@ -609,15 +650,19 @@ class Tree:
             if start is None:
                 return  # gone meanwhile
             # No wrapping around here: a reader that started mid-folder has its own batches.
-            batch = self._uncached_after(ordered, start, self.client.batch)
+            size = min(cal.ahead_size * 2, self.client.batch * AHEAD_GROWTH) if cal.ahead_size else self.client.batch
+            batch = self._uncached_after(ordered, start, size)
             if batch:
+                cal.ahead_size = size
                 try:
-                    self._fetch(cal, batch)
+                    self._fetch(cal, batch, size)
                 except CaldavfsError as exc:  # the reader's own fetch tries again and reports
                     log.info("%s: read-ahead failed: %s", cal.name, exc)
                     return
                 cal.ahead_marks.add(batch[0].info.key)
                 cal.last_batch = frozenset(i.info.key for i in batch)
+                if len(cal.ahead_marks) < AHEAD_BATCHES:
+                    self._read_ahead(cal, batch[-1])  # not that far ahead yet: go on
                 return
         # All of this calendar is here: a reader going through the whole tree (rsync, tar)
         # goes on to the next folder, so list that one while the reader finishes this one.
@@ -629,18 +674,19 @@ class Tree:
             except CaldavfsError as exc:
                 log.info("%s: read-ahead listing failed: %s", nxt.name, exc)
 
-    def _fetch(self, cal: Calendar, items: list[Item]) -> dict[str, bytes]:
+    def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         moved: list[str] = []
         try:
-            self._fetch_into(cal, items, found, moved)
+            self._fetch_into(cal, items, found, moved, batch)
         finally:
             # Before any of these bytes are read: the kernel must not pair them with an old size.
             self.invalidate([f"/{cal.name}/{name}" for name in moved])
         return found
 
-    def _fetch_into(self, cal: Calendar, items: list[Item], found: dict[str, bytes], moved: list[str]) -> None:
-        for info, etag, data in self.client.fetch(cal.info.url, [i.info for i in items]):
+    def _fetch_into(self, cal: Calendar, items: list[Item], found: dict[str, bytes], moved: list[str],
+                    batch: int | None) -> None:
+        for info, etag, data in self.client.fetch(cal.info.url, [i.info for i in items], batch):
             with cal.lock:
                 item = cal.by_key.get(info.key)
                 if item is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import servers
-from tests.mount.conftest import Mounted, run
+from tests.mount.conftest import Mounted, daemon_pids, expected_name, run
 
 pytestmark = [pytest.mark.mount, pytest.mark.integration]
 
@@ -153,3 +153,35 @@ def test_a_second_rsync_finds_nothing_to_do(server: servers.Server, mount_factor
         out = run(["rsync", "-a", "--itemize-changes", f"{m.path}/", f"{backup}/"]).stdout.decode()
         assert out == "", f"a repeated rsync -a ({when}) found changes in an unchanged mount:\n{out}"
         time.sleep(1.2)
+
+
+def test_libfuse2_fallback_reads_writes_and_backs_up(fresh_radicale: servers.Server, monkeypatch: pytest.MonkeyPatch,
+                                                     mount_factory: Callable[..., Mounted], tmp_path: Path) -> None:
+    """Where only libfuse 2 is installed the mount still works: no readdirplus, no invalidation, so
+    the kernel caches no attributes (attr_timeout=0), and O_TRUNC arrives with open (atomic_o_trunc)."""
+    radicale = fresh_radicale  # it writes
+    monkeypatch.setenv("FUSE_LIBRARY_NAME", "fuse")  # what a machine without libfuse 3 would load
+    m = mount_factory(radicale, ttl=60)
+    pids = daemon_pids(m.path)
+    assert pids, "no daemon found for the mount"
+    with open(f"/proc/{pids[0]}/maps", encoding="utf-8") as f:
+        maps = f.read()
+    assert "libfuse.so.2" in maps and "libfuse3" not in maps, "the daemon did not run on libfuse 2"
+
+    for cal in radicale.dataset.values():
+        for item in cal.items.values():
+            path = m.path / cal.name / expected_name(item.name)
+            assert path.read_bytes() == item.body, path
+            assert os.stat(path).st_size == len(item.body), path
+    backup = tmp_path / "backup"
+    run(["rsync", "-a", f"{m.path}/", f"{backup}/"])
+    again = run(["rsync", "-a", "--itemize-changes", f"{m.path}/", f"{backup}/"]).stdout.decode()
+    assert again == "", f"a second rsync on libfuse 2 found changes:\n{again}"
+
+    # Replacing an item's content with O_TRUNC: one upload of the new bytes, read back at once.
+    target = m.path / "work" / "team meeting.ics"
+    new = servers.make_event(radicale.dataset["work"].items["team meeting.ics"].uid, "Moved on libfuse 2")
+    with open(target, "wb") as f:
+        f.write(new)
+    assert b"Moved on libfuse 2" in target.read_bytes()
+    assert os.stat(target).st_size == len(target.read_bytes())
