@@ -84,7 +84,8 @@ class Tree:
         # folder's stat needs no listing. Decided on the first calendar listed with items.
         self._folder_mtimes: bool | None = None
         # Set by the FUSE layer: makes the kernel forget what it cached of these paths. Called
-        # with every path whose size, mtime or existence this tree changed (never under a lock).
+        # with every path whose size, mtime or existence this tree changed, before the change is
+        # served. Safe under this tree's locks: the kernel takes it without asking the daemon.
         self.invalidate: Callable[[list[str]], None] = _no_invalidate
         self._ahead_jobs: queue.SimpleQueue[tuple[Calendar, Item]] = queue.SimpleQueue()
         self._ahead_lock = threading.Lock()
@@ -615,11 +616,11 @@ class Tree:
         with cal.lock:
             return sorted(cal.items.values(), key=lambda i: i.name)
 
-    def _uncached_after(self, ordered: list[Item], start: int, limit: int) -> list[Item]:
-        """Up to ``limit`` uncached items after ``ordered[start]``, in name order, wrapping
-        around: rsync, tar and grep read a folder in that order."""
+    def _uncached_after(self, ordered: list[Item], start: int, limit: int, *, wrap: bool = True) -> list[Item]:
+        """Up to ``limit`` uncached items after ``ordered[start]``, in name order (rsync, tar and
+        grep read a folder in that order), then from the folder's start if ``wrap``."""
         found: list[Item] = []
-        for other in ordered[start + 1:] + ordered[:start]:
+        for other in ordered[start + 1:] + (ordered[:start] if wrap else []):
             if len(found) >= limit:
                 break
             if not self._has(other):
@@ -651,7 +652,7 @@ class Tree:
                 return  # gone meanwhile
             # No wrapping around here: a reader that started mid-folder has its own batches.
             size = min(cal.ahead_size * 2, self.client.batch * AHEAD_GROWTH) if cal.ahead_size else self.client.batch
-            batch = self._uncached_after(ordered, start, size)
+            batch = self._uncached_after(ordered, start, size, wrap=False)
             if batch:
                 cal.ahead_size = size
                 try:
@@ -676,42 +677,38 @@ class Tree:
 
     def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
-        moved: list[str] = []
+        moved: dict[str, None] = {}  # names whose etag or size the data changed, once each
         try:
-            self._fetch_into(cal, items, found, moved, batch)
+            for info, etag, data in self.client.fetch(cal.info.url, [i.info for i in items], batch):
+                with cal.lock:
+                    item = cal.by_key.get(info.key)
+                    if item is None:
+                        continue
+                    if etag != item.info.etag:
+                        # Changed since the listing: show the new version, list again soon.
+                        log.info("%s changed on the server since it was listed", info.url)
+                        if item.complete:
+                            item.previous = (item.size or 0, item.mtime_ns or 0)
+                        item.info = ItemInfo(url=info.url, key=info.key, etag=etag, size=len(data))
+                        item.mtime_ns = None
+                        cal.stale = True
+                        moved[item.name] = None
+                    if item.size != len(data):
+                        if item.size is not None:
+                            moved[item.name] = None
+                        if item.size is not None and item.previous is None:
+                            log.info("%s: server's getcontentlength %d, data %d bytes", info.url,
+                                     item.size, len(data))
+                        item.size = len(data)
+                    if item.mtime_ns is None:
+                        item.mtime_ns = data_mtime(data) or cal.mtime_ns or 0
+                    item.settle()
+                self._remember(info.key, etag, data)
+                found[info.key] = data
         finally:
             # Before any of these bytes are read: the kernel must not pair them with an old size.
             self.invalidate([f"/{cal.name}/{name}" for name in moved])
         return found
-
-    def _fetch_into(self, cal: Calendar, items: list[Item], found: dict[str, bytes], moved: list[str],
-                    batch: int | None) -> None:
-        for info, etag, data in self.client.fetch(cal.info.url, [i.info for i in items], batch):
-            with cal.lock:
-                item = cal.by_key.get(info.key)
-                if item is None:
-                    continue
-                if etag != item.info.etag:
-                    # Changed since the listing: show the new version, list again soon.
-                    log.info("%s changed on the server since it was listed", info.url)
-                    if item.complete:
-                        item.previous = (item.size or 0, item.mtime_ns or 0)
-                    item.info = ItemInfo(url=info.url, key=info.key, etag=etag, size=len(data))
-                    item.mtime_ns = None
-                    cal.stale = True
-                    moved.append(item.name)
-                if item.size != len(data):
-                    if item.size is not None:
-                        moved.append(item.name)
-                    if item.size is not None and item.previous is None:
-                        log.info("%s: server's getcontentlength %d, data %d bytes", info.url,
-                                 item.size, len(data))
-                    item.size = len(data)
-                if item.mtime_ns is None:
-                    item.mtime_ns = data_mtime(data) or cal.mtime_ns or 0
-                item.settle()
-            self._remember(info.key, etag, data)
-            found[info.key] = data
 
 
 def _no_invalidate(paths: list[str]) -> None:
