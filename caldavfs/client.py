@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -44,12 +46,20 @@ CALENDAR_PROPS = (
     # listing of the calendar; costs next to nothing there (0.03 s for the whole home-set).
     x.GETLASTMODIFIED,
 )
-# Only what stat needs: every property asked costs server time even when unused (Radicale
-# works out getcontentlength by serialising each item; getcontenttype was never used).
+# One item's properties (after an upload).
 ITEM_PROPS = (x.RESOURCETYPE, x.GETETAG, x.GETCONTENTLENGTH, x.GETLASTMODIFIED)
+# A listing asks only for what the data can't tell: every property costs server time, and
+# getcontentlength most (Radicale serialises each item for it: 0.39 s per 1,700 items against
+# 0.26 without). Sizes come from the data, fetched with the listing (``Tree``), once the
+# server's data answers have shown that they keep line ends (``Client.keeps_line_ends``).
+LIST_PROPS = (x.RESOURCETYPE, x.GETETAG, x.GETLASTMODIFIED)
 DEFAULT_BATCH = 100
 
 _SAFE = "/!$&'()*+,;=:@~"
+
+
+# A calendar-query on its way (``Client.start_query``).
+Query = Future[x.Multistatus]
 
 
 def canonical_href(href: str, base: str) -> str:
@@ -169,12 +179,18 @@ def data_mtime(data: bytes) -> int | None:
     return max(stamps) if stamps else None
 
 
-def restore_bytes(text: str, expected_size: int | None) -> bytes | None:
-    """The stored bytes of calendar-data whose CRLFs an XML parser turned into LF.
+def restore_bytes(text: str, expected_size: int | None, exact: bool = False) -> bytes | None:
+    """The stored bytes of calendar-data, whose CRLFs an XML parser turns into LF unless they
+    were kept (``exact``: ``davxml.keep_carriage_returns``).
 
-    Most servers store CRLF; some (SabreDAV 1.8) keep bare LF as uploaded. The listing's
-    getcontentlength tells which; None when neither form has that length.
+    Most servers store CRLF; some (SabreDAV 1.8) keep bare LF as uploaded. Kept line ends, or
+    else a known getcontentlength, tell which; without either, CRLF (RFC 5545's form). None
+    when a known length matches no form.
     """
+    if exact:
+        data = text.encode("utf-8", "surrogateescape")
+        if expected_size is None or len(data) == expected_size:
+            return data
     lf = text.replace("\r\n", "\n").replace("\r", "\n")
     crlf = lf.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
     if expected_size is None or len(crlf) == expected_size:
@@ -221,6 +237,14 @@ class Client:
         self.session = session
         self.batch = batch
         self._calendar_props: tuple[str, ...] = CALENDAR_PROPS
+        self._no_query: set[str] = set()  # calendars whose server failed a calendar-query
+        self._pool: ThreadPoolExecutor | None = None  # start_query's threads
+        self._pool_lock = threading.Lock()
+        # Whether the server's calendar-data shows CRs (Radicale, Xandikos): then the bytes are
+        # known without getcontentlength. None until a data answer came; until one showed CRs,
+        # listings ask for the length, which tells CRLF from LF (SabreDAV 1.8 sends LF whatever
+        # it stores).
+        self.keeps_line_ends: bool | None = None
 
     # --- discovery --------------------------------------------------------------------
 
@@ -340,9 +364,12 @@ class Client:
                 self._calendar_props = tuple(p for p in CALENDAR_PROPS if p != x.GETCTAG)
         return calendars
 
+    def _list_props(self) -> tuple[str, ...]:
+        return LIST_PROPS if self.keeps_line_ends else (*LIST_PROPS, x.GETCONTENTLENGTH)
+
     def list_items(self, calendar_url: str) -> dict[str, ItemInfo]:
         """Members of a calendar by canonical href, from one PROPFIND Depth 1."""
-        answer = self.propfind(calendar_url, ITEM_PROPS, depth="1")
+        answer = self.propfind(calendar_url, self._list_props(), depth="1")
         cal_key = canonical_href(calendar_url, calendar_url)
         items: dict[str, ItemInfo] = {}
         for response in answer.responses:
@@ -379,7 +406,7 @@ class Client:
         for _ in range(1000):  # a bound, in case a server keeps answering 507
             try:
                 response = self.session.request(
-                    "REPORT", calendar_url, body=x.sync_collection(token, ITEM_PROPS[1:]), depth="0", ok=(207,))
+                    "REPORT", calendar_url, body=x.sync_collection(token, self._list_props()[1:]), depth="0", ok=(207,))
             except DavError as exc:
                 if exc.precondition == "valid-sync-token" or (token and exc.status in (403, 409, 412)):
                     # Radicale 403, Xandikos 412: the token is too old; DAViCal lists all instead.
@@ -460,14 +487,57 @@ class Client:
                 size = max(1, len(got))
                 pending = missing + pending
 
+    def start_query(self, calendar_url: str) -> Query | None:
+        """Send the whole calendar's calendar-query now, on a thread of its own, for ``fetch_all``:
+        a cold listing's PROPFIND goes meanwhile (the server works on both while this side parses
+        one). None for a calendar whose server failed a query."""
+        if calendar_url in self._no_query:
+            return None
+        with self._pool_lock:
+            if self._pool is None:  # made on first use: the mount forks after the client exists
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="caldavfs-query")
+            return self._pool.submit(self._query, calendar_url)
+
+    def _query(self, calendar_url: str) -> x.Multistatus:
+        response = self.session.request("REPORT", calendar_url, body=x.calendar_query(), depth="1", ok=(207,))
+        return x.parse_multistatus(response.body, f"REPORT calendar-query {calendar_url}", keep_cr=True)
+
+    def fetch_all(self, calendar_url: str, items: Sequence[ItemInfo],
+                  started: Query | None = None) -> Iterator[tuple[ItemInfo, str, bytes]]:
+        """Exact bytes of ``items``, most of a calendar: all of it in one calendar-query REPORT
+        (Radicale: 0.26 s for 1,700 items, against 0.38 s in multigets of 100 to 400; the one
+        ``started`` already, if given), then by multiget what that answer left out. Yields as
+        ``fetch`` does. A calendar whose server refuses or fails the query is fetched by multiget
+        alone, from then on."""
+        pending: Sequence[ItemInfo] = items
+        if started is not None or calendar_url not in self._no_query:
+            try:
+                answer = started.result() if started is not None else self._query(calendar_url)
+            except NotFoundError:
+                raise
+            except (DavError, InvalidResponseError, TransportError) as exc:
+                log.info("REPORT calendar-query %s: %s; fetching by calendar-multiget instead", calendar_url, exc)
+                self._no_query.add(calendar_url)
+            else:
+                got, pending = self._take(calendar_url, answer, items)
+                yield from got
+        if pending:
+            yield from self.fetch(calendar_url, pending)
+
     def _multiget(
         self, calendar_url: str, chunk: Sequence[ItemInfo]
     ) -> tuple[list[tuple[ItemInfo, str, bytes]], list[ItemInfo]]:
-        by_key = {item.key: item for item in chunk}
-        paths = {urlsplit(item.url).path: item.key for item in chunk}
-        body = x.calendar_multiget(paths)
+        body = x.calendar_multiget(urlsplit(item.url).path for item in chunk)
         response = self.session.request("REPORT", calendar_url, body=body, depth="1", ok=(207,))
-        answer = x.parse_multistatus(response.body, f"REPORT {calendar_url}")
+        return self._take(calendar_url, x.parse_multistatus(response.body, f"REPORT {calendar_url}", keep_cr=True),
+                          chunk)
+
+    def _take(
+        self, calendar_url: str, answer: x.Multistatus, asked: Sequence[ItemInfo]
+    ) -> tuple[list[tuple[ItemInfo, str, bytes]], list[ItemInfo]]:
+        """The data an answer holds for ``asked``, and the items it left out."""
+        by_key = {item.key: item for item in asked}
+        paths = {urlsplit(item.url).path: item.key for item in asked}
         got: list[tuple[ItemInfo, str, bytes]] = []
         for entry in answer.responses:
             # Servers mostly answer with the spelling they listed; normalise only when not.
@@ -481,7 +551,7 @@ class Client:
             text = entry.text(x.CALENDAR_DATA)
             etag = entry.text(x.GETETAG) or item.etag
             size = item.size if etag == item.etag else None
-            data = restore_bytes(text, size) if text is not None else None
+            data = restore_bytes(text, size, answer.exact) if text is not None else None
             if data is None or not _is_icalendar(data):
                 # Neither CRLF nor LF gives the listed length, or no calendar-data came back
                 # (Xandikos answers 404 for it on items stored without .ics): GET decides.
@@ -491,6 +561,11 @@ class Client:
                 log.warning("%s: the server's data is not iCalendar (%r...), item skipped", item.url, data[:40])
                 continue
             got.append((item, etag, data))
+        if got and not self.keeps_line_ends:
+            # Once shown, for good: an answer of LF-only items shows no CR on any server.
+            self.keeps_line_ends = answer.exact
+            log.debug("%s: the server's calendar-data %s its line ends", calendar_url,
+                      "keeps" if answer.exact else "does not show")
         return got, list(by_key.values())
 
     def get(self, url: str) -> tuple[bytes, str]:

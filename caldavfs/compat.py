@@ -42,8 +42,9 @@ QUIRKS: tuple[Quirk, ...] = (
     Quirk("SabreDAV", "answers a whole calendar-multiget with 404 when one item in it is gone",
           "the batch is split until the gone item is found", "client"),
     Quirk("SabreDAV 1.8", "has no sync-collection", "calendars are compared by getctag", "client"),
-    Quirk("SabreDAV 1.8", "keeps bytes as uploaded, bare LF included",
-          "line endings are restored by getcontentlength, else the item is fetched with GET", "client"),
+    Quirk("SabreDAV 1.8", "keeps bytes as uploaded, bare LF included, and sends calendar-data with LF "
+          "whatever it stores", "listings ask for getcontentlength, which tells CRLF from LF; an item "
+          "neither fits is fetched with GET", "client"),
     Quirk("SabreDAV 4", "sends no ETag after a PUT it rewrote", "every upload is read back", "tree"),
     Quirk("SabreDAV (Nextcloud, Baikal)", "hex-encodes hrefs in lower case", "hrefs are compared after "
           "normalising their percent-encoding", "client"),
@@ -51,8 +52,9 @@ QUIRKS: tuple[Quirk, ...] = (
           "hrefs are compared after normalising their percent-encoding", "client"),
     Quirk("Radicale", "works out getcontentlength by serialising each item on every PROPFIND "
           "(a third of a listing's time); its collection getlastmodified covers its items'",
-          "listings ask only what stat needs; a folder's own stat comes from the home-set's "
-          "getlastmodified, a calendar is listed when something in it is asked", "client, tree"),
+          "once its calendar-data has shown CRs, listings ask no getcontentlength and bring the data "
+          "(one calendar-query); a folder's own stat comes from the home-set's getlastmodified, a "
+          "calendar is listed when something in it is asked", "client, tree"),
     Quirk("Radicale", "getctag and sync-token asked together cost twice one of them",
           "after the first answer only the change tag the server has is asked for", "client"),
     Quirk("Radicale, Xandikos", "rewrite uploaded data (reorder, refold, add DTSTAMP)",

@@ -90,6 +90,7 @@ class DavResponse:
 class Multistatus:
     responses: list[DavResponse]
     sync_token: str | None = None
+    exact: bool = False  # calendar-data keeps the server's line ends (parse_multistatus keep_cr)
 
 
 # --- building requests -------------------------------------------------------------------
@@ -272,14 +273,44 @@ def _parse_response(el: etree._Element, what: str) -> list[DavResponse]:
     return [DavResponse(href=h, status=status, props=dict(props)) for h in hrefs]
 
 
-def parse_multistatus(body: bytes, what: str) -> Multistatus:
-    root = parse_xml(body, what)
+_CR_REF = re.compile(rb"&#(?:13|[xX]0*[dD]);")
+_ELEMENT_START = re.compile(rb"<[^?!]")
+
+
+def keep_carriage_returns(body: bytes) -> bytes | None:
+    """``body`` with each literal CR written as ``&#13;``, which an XML parser keeps (it turns a
+    literal CRLF or CR into LF): calendar-data then comes out as the bytes the server stores,
+    CRLF or LF. A body that writes its CRs as ``&#13;`` already (lxml does) is kept as it is.
+
+    None where nothing can be told or a value could change: a body without any CR (SabreDAV
+    1.8 sends LF for items it stores with CRLF), a CDATA section (``&#13;`` would stay literal
+    there) or a CR inside a tag (where ``&#13;`` is not allowed)."""
+    if b"<![CDATA[" in body:
+        return None
+    if b"\r" not in body:
+        return body if _CR_REF.search(body) else None
+    if re.search(rb"<[^>]*\r", body):
+        return None
+    # Only within the root element: a reference is not allowed before or after it (the CRLF
+    # after the XML declaration, a trailing newline).
+    first, last = _ELEMENT_START.search(body), body.rfind(b">")
+    if first is None or last < first.start():
+        return None
+    start = first.start()
+    return body[:start] + body[start:last].replace(b"\r", b"&#13;") + body[last:]
+
+
+def parse_multistatus(body: bytes, what: str, *, keep_cr: bool = False) -> Multistatus:
+    """``keep_cr``: carriage returns in text survive (see ``keep_carriage_returns``), where the
+    body allows; ``Multistatus.exact`` says whether they did."""
+    kept = keep_carriage_returns(body) if keep_cr else None
+    root = parse_xml(kept if kept is not None else body, what)
     if _clark(root) != _MULTISTATUS:
         raise InvalidResponseError(f"{what}: expected a DAV:multistatus, got {root.tag!r}")
     responses: list[DavResponse] = []
     for el in _children(root, _RESPONSE):
         responses.extend(_parse_response(el, what))
-    return Multistatus(responses=responses, sync_token=_first_text(root, SYNC_TOKEN))
+    return Multistatus(responses=responses, sync_token=_first_text(root, SYNC_TOKEN), exact=kept is not None)
 
 
 def parse_error_precondition(body: bytes) -> str:

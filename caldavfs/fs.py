@@ -39,7 +39,7 @@ from caldavfs.errors import (
     TransportError,
     UnauthorizedError,
 )
-from caldavfs.fuselib import FuseOSError, Invalidator, Operations
+from caldavfs.fuselib import WRITE_FLAGS, FuseOSError, Invalidator, Operations
 from caldavfs.model import Node
 from caldavfs.tree import Tree
 from caldavfs.writer import LocalFile, Writer
@@ -237,7 +237,7 @@ class CaldavFS(Operations):
 
     @_errno_guard
     def open(self, path: str, flags: int) -> int:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+        if flags & WRITE_FLAGS:
             opened = self.writer.open(path, truncate=bool(flags & os.O_TRUNC))
             return self._new_handle(Handle(local=opened))
         held = self.writer.local(path)

@@ -26,6 +26,7 @@ from caldavfs.client import (
     CalendarInfo,
     Client,
     ItemInfo,
+    Query,
     SyncTokenError,
     canonical_href,
     data_mtime,
@@ -53,6 +54,9 @@ AHEAD_BATCHES = 2
 # A read-ahead request grows to this many times the batch: the server's cost per item falls
 # with the size of a multiget (Radicale: 0.22 ms an item at 100, 0.16 at 500).
 AHEAD_GROWTH = 4
+# A reader that listed the root this recently is taken to walk the whole tree (rsync, find,
+# tar): each calendar it lists gets the next one in name order listed behind it.
+WALK_WINDOW = 60.0
 
 
 class Tree:
@@ -87,9 +91,10 @@ class Tree:
         # with every path whose size, mtime or existence this tree changed, before the change is
         # served. Safe under this tree's locks: the kernel takes it without asking the daemon.
         self.invalidate: Callable[[list[str]], None] = _no_invalidate
-        self._ahead_jobs: queue.SimpleQueue[tuple[Calendar, Item]] = queue.SimpleQueue()
+        self._ahead_jobs: queue.SimpleQueue[tuple[Calendar, Item | None]] = queue.SimpleQueue()
         self._ahead_lock = threading.Lock()
         self._ahead_thread: threading.Thread | None = None
+        self._walked_at = float("-inf")
 
     # --- public API (what fs.py calls) ------------------------------------------------
 
@@ -109,11 +114,14 @@ class Tree:
         parts = split_path(path)
         if not parts:
             cals = self._home()
+            self._walked_at = self._clock()
             return [(c.name, Node("dir", c.ino, 0, c.shown_mtime, nlink=2)) for c in cals.values()]
         if len(parts) > 1:
             raise NotFoundError(f"{path}: not a directory")
         cal = self._calendar(parts[0])
         self._ensure_listed(cal)
+        if self._clock() - self._walked_at < WALK_WINDOW:
+            self._queue_ahead(cal, None)  # a walk: the next calendar is listed behind the reader
         entries = [(n, self._meta_node(cal, n, data)) for n, data in cal.meta().items()]
         with cal.lock:
             items = sorted(cal.items.values(), key=lambda i: i.name)
@@ -390,6 +398,7 @@ class Tree:
                 return
             # Take the tag before listing: a change during the listing then shows next time.
             tag = cal.info.change_tag
+            whole = self._start_whole(cal)
             try:
                 infos = self._list(cal)
             except (TransportError, ServerError, InvalidResponseError) as exc:
@@ -404,7 +413,7 @@ class Tree:
             cal.listed_tag = tag
             cal.stale = False
             cal.listed = True
-        self._complete_all(cal)
+        self._complete_all(cal, whole)
         if not cal.meta_mtime_ns:
             # Only now is the folder's mtime known on servers without getlastmodified (Xandikos).
             cal.meta_mtime_ns = cal.mtime_ns
@@ -413,6 +422,8 @@ class Tree:
         if cal.shown_mtime != folder_mtime:
             paths += [f"/{cal.name}", "/"]
         self.invalidate(paths)
+        if self._clock() - self._walked_at < WALK_WINDOW:
+            self._queue_ahead(cal, None)  # list the next calendar while the reader reads this one
 
     def _list(self, cal: Calendar) -> dict[str, ItemInfo]:
         """The calendar's members now: by sync-collection where that loses nothing, else by
@@ -537,13 +548,33 @@ class Tree:
         if self.disk is not None:
             self.disk.put(key, etag, data)
 
-    def _complete_all(self, cal: Calendar) -> None:
-        """Fetch the data of items whose size or mtime only the data can tell (Xandikos
-        sends no getlastmodified), in batches, before anything is reported."""
-        with cal.lock:
-            missing = [i for i in cal.by_key.values() if not i.complete]
+    def _start_whole(self, cal: Calendar) -> Query | None:
+        """For a calendar listed cold whose listing will bring its data (``_complete_all``): the
+        calendar-query for it, sent now, alongside the listing's PROPFIND."""
+        if cal.by_key or self.client.keeps_line_ends is False:
+            return None
+        return self.client.start_query(cal.info.url)
+
+    def _complete_all(self, cal: Calendar, whole: Query | None = None) -> None:
+        """Fetch the data of items whose size or mtime only the data can tell, before anything
+        is reported: a listing asks for no getcontentlength where the data's line ends tell the
+        size (``Client.keeps_line_ends``), and Xandikos sends no getlastmodified. A calendar
+        listed cold then comes whole in one calendar-query (``_fetch``). The first listing of a
+        mount brings its data too: that answer shows whether the next listings need the length."""
+        learn = self.client.keeps_line_ends is None
+        with cal.fetch_lock:  # a reader of one of these waits for this, instead of fetching it again
+            with cal.lock:
+                listed = list(cal.by_key.values())
+            missing = [i for i in listed if not i.complete or (learn and not self._has(i))]
+            if missing:
+                try:
+                    self._fetch(cal, missing, whole=whole)
+                except CaldavfsError as exc:
+                    if any(not i.complete for i in missing):
+                        raise
+                    # Sizes and mtimes are known: the listing stands; a reader fetches again.
+                    log.info("%s: fetching its data with the listing failed: %s", cal.name, exc)
         if missing:
-            self._fetch(cal, missing)
             with cal.lock:
                 cal.mtime_ns = max([cal.mtime_ns] + [i.mtime_ns or 0 for i in cal.by_key.values()])
 
@@ -630,6 +661,11 @@ class Tree:
     def _read_ahead(self, cal: Calendar, after: Item) -> None:
         """Fetch the next batch after ``after`` in the background, while the reader works
         through what it has: the server's time then overlaps the reader's."""
+        self._queue_ahead(cal, after)
+
+    def _queue_ahead(self, cal: Calendar, after: Item | None) -> None:
+        """A job for the read-ahead thread: the batch after ``after``, or with None, a listing
+        of the next calendar after ``cal``."""
         self._ahead_jobs.put((cal, after))
         with self._ahead_lock:
             if self._ahead_thread is None:
@@ -644,7 +680,10 @@ class Tree:
             except Exception:  # a bug: say so, and keep the thread for the next job
                 log.exception("%s: read-ahead failed unexpectedly", cal.name)
 
-    def _ahead_job(self, cal: Calendar, after: Item) -> None:
+    def _ahead_job(self, cal: Calendar, after: Item | None) -> None:
+        if after is None:
+            self._list_next(cal)
+            return
         with cal.fetch_lock:
             ordered = self._ordered(cal)
             start = next((n for n, i in enumerate(ordered) if i is after), None)
@@ -667,6 +706,11 @@ class Tree:
                 return
         # All of this calendar is here: a reader going through the whole tree (rsync, tar)
         # goes on to the next folder, so list that one while the reader finishes this one.
+        self._list_next(cal)
+
+    def _list_next(self, cal: Calendar) -> None:
+        """List the calendar after ``cal`` in name order (readers walk the tree in that order),
+        unless it is listed and fresh. Its own listing, where it is a walk's, queues the next."""
         following = sorted(n for n in self._calendars if n > cal.name)
         nxt = self._calendars.get(following[0]) if following else None
         if nxt is not None and (not nxt.listed or nxt.stale):
@@ -675,11 +719,20 @@ class Tree:
             except CaldavfsError as exc:
                 log.info("%s: read-ahead listing failed: %s", nxt.name, exc)
 
-    def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None) -> dict[str, bytes]:
+    def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None,
+               whole: Query | None = None) -> dict[str, bytes]:
+        """Fetch and remember the data of ``items``: by multiget in batches (of ``batch``), or for
+        more than a batch (a calendar listed cold), by one calendar-query of the whole calendar
+        (``whole``, if one was started)."""
+        infos = [i.info for i in items]
+        if whole is not None or (batch is None and len(infos) > self.client.batch):
+            source = self.client.fetch_all(cal.info.url, infos, whole)
+        else:
+            source = self.client.fetch(cal.info.url, infos, batch)
         found: dict[str, bytes] = {}
         moved: dict[str, None] = {}  # names whose etag or size the data changed, once each
         try:
-            for info, etag, data in self.client.fetch(cal.info.url, [i.info for i in items], batch):
+            for info, etag, data in source:
                 with cal.lock:
                     item = cal.by_key.get(info.key)
                     if item is None:

@@ -28,14 +28,16 @@ Facts probed with Radicale 3.9.0 and Xandikos 0.4.10 (see tests/data/README.md f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -537,3 +539,29 @@ def standard_dataset(server: Server) -> dict[str, SeededCalendar]:
         out[name] = cal
     server.dataset = out
     return out
+
+
+@contextlib.contextmanager
+def with_calendar(kind: str, name: str, bodies: dict[str, bytes]) -> Iterator[tuple[Server, dict[str, bytes]]]:
+    """A server of ``kind`` with the standard dataset plus calendar ``name`` holding ``bodies`` (item
+    name -> bytes uploaded); yields it and each item's bytes as the server then serves them (GET)."""
+    with tempfile.TemporaryDirectory(prefix=f"{name}-{kind}-") as tmp:
+        srv = start(kind, Path(tmp))
+        try:
+            standard_dataset(srv)
+            url = mkcalendar(srv, name)
+            for item, body in bodies.items():
+                put_item(srv, url, item, body)
+            yield srv, {item: get_item(srv, item_url(url, item)) for item in bodies}
+        finally:
+            srv.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return condition()
+        time.sleep(0.02)
+    return True

@@ -1,8 +1,9 @@
 """A scripted CalDAV account on a tests.httpstub.Stub, for Tree- and Client-level fault tests.
 
 It serves a home-set PROPFIND (one calendar, /alice/work/), the calendar's PROPFIND Depth 1
-(every FakeItem with the href exactly as given, which may be hostile), calendar-multiget REPORTs
-answered from the hrefs in the request body, and GETs. Hooks let a test drop, duplicate or add
+(every FakeItem with the href exactly as given, which may be hostile; getcontentlength only when
+asked), calendar-multiget REPORTs answered from the hrefs in the request body, calendar-query
+REPORTs answered with every item, and GETs. Hooks let a test drop, duplicate or add
 responses, or make the whole server silent.
 """
 
@@ -95,6 +96,8 @@ class FakeCalDAV:
     calendar_status: str | None = None  # e.g. "HTTP/1.1 404 Not Found" for the calendar's own response
     silent: bool = False
     reports: list[list[str]] = field(default_factory=list)
+    query_status: int | None = None  # answer calendar-query REPORTs with this status instead
+    queries: int = 0
 
     def __post_init__(self) -> None:
         self.stub = Stub(self.handle)
@@ -126,11 +129,17 @@ class FakeCalDAV:
             if unquote(path) == HOME:
                 return Reply(207, self.home_answer(), {"Content-Type": "application/xml"})
             if unquote(path) == CAL:
-                return Reply(207, self.calendar_answer(), {"Content-Type": "application/xml"})
+                return Reply(207, self.calendar_answer(sizes=b"getcontentlength" in req.body),
+                             {"Content-Type": "application/xml"})
             return Reply(404)
         if req.method == "REPORT" and unquote(path) == CAL:
             root = etree.fromstring(req.body)
             hrefs = [h.text or "" for h in root.iter(_t(D, "href"))]
+            if root.tag == _t(C, "calendar-query"):
+                self.queries += 1
+                if self.query_status is not None:
+                    return Reply(self.query_status)
+                hrefs = [item.href for item in self.items]
             self.reports.append(hrefs)
             answer = self.report_filter(len(self.reports), hrefs) if self.report_filter else hrefs
             return Reply(207, self.report_answer(answer), {"Content-Type": "application/xml"})
@@ -151,7 +160,7 @@ class FakeCalDAV:
         ])
         return _xml(ms)
 
-    def calendar_answer(self) -> bytes:
+    def calendar_answer(self, *, sizes: bool = True) -> bytes:
         ms = _multistatus()
         if self.calendar_status:
             _prop_response(ms, CAL, [], status=self.calendar_status)
@@ -159,8 +168,9 @@ class FakeCalDAV:
         _prop_response(ms, CAL, [_el(D, "resourcetype", children=(_el(D, "collection"), _el(C, "calendar")))])
         for item in self.items:
             props = [_el(D, "resourcetype"), _el(D, "getetag", item.etag),
-                     _el(D, "getcontentlength", str(len(item.data))),
                      _el(D, "getcontenttype", "text/calendar; charset=utf-8")]
+            if sizes:
+                props.append(_el(D, "getcontentlength", str(len(item.data))))
             if item.lastmod is not None:
                 props.append(_el(D, "getlastmodified", item.lastmod))
             _prop_response(ms, item.href, props)
@@ -188,8 +198,8 @@ class FakeCalDAV:
 
     # -- wiring ---------------------------------------------------------------------------
 
-    def tree(self, *, ttl: float = 60.0, timeout: float = 5.0) -> Tree:
-        client = Client(DavSession(timeout=timeout, retries=2))
+    def tree(self, *, ttl: float = 60.0, timeout: float = 5.0, batch: int = 100) -> Tree:
+        client = Client(DavSession(timeout=timeout, retries=2), batch=batch)
         return Tree(client, self.home_url, ttl=ttl)
 
     def close(self) -> None:

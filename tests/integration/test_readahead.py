@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -58,21 +56,17 @@ def _body(n: int) -> bytes:
 @pytest.fixture(scope="module", params=READAHEAD_KINDS)
 def bulk(request: pytest.FixtureRequest) -> Iterator[Bulk]:
     """A server with the standard dataset plus a calendar of ITEMS items (read-only for the tests)."""
-    with tempfile.TemporaryDirectory(prefix=f"readahead-{request.param}-") as tmp:
-        srv = servers.start(request.param, Path(tmp))
-        try:
-            servers.standard_dataset(srv)
-            url = servers.mkcalendar(srv, BULK)
-            names = [f"b{n:02d}.ics" for n in range(ITEMS)]
-            for n, name in enumerate(names):
-                servers.put_item(srv, url, name, _body(n))
-            yield Bulk(srv, {name: servers.get_item(srv, servers.item_url(url, name)) for name in names})
-        finally:
-            srv.stop()
+    with servers.with_calendar(request.param, BULK, {f"b{n:02d}.ics": _body(n) for n in range(ITEMS)}) as (srv, served):
+        yield Bulk(srv, served)
 
 
 def _tree(srv: servers.Server, *, ttl: float = 60.0) -> Tree:
     client = Client(DavSession(username=srv.username, password=srv.password, timeout=10), batch=BATCH)
+    # The first listing of a mount brings its data, to learn whether the server's data keeps its
+    # line ends (test_listing_data). Start as after an answer that showed none (SabreDAV 1.8):
+    # listings carry sizes and data comes on a read, the path read-ahead serves. An answer with
+    # CRs (Radicale) still turns this on, as it would in a mount.
+    client.keeps_line_ends = False
     found = client.discover(srv.base_url)
     return Tree(client, found.home_url, ttl=ttl)
 
@@ -84,17 +78,12 @@ def _count(tree: Tree, method: str | None = None) -> int:
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return condition()
-        time.sleep(0.02)
-    return True
+    return servers.wait_for(condition, timeout)
 
 
 @dataclass
 class Fetches:
-    """Every ``client.fetch`` the tree makes: (thread name, item names asked), in call order."""
+    """Every ``client.fetch`` the tree makes in BULK: (thread name, item names asked), in call order."""
 
     calls: list[tuple[str, list[str]]] = field(default_factory=list)
     fail_in: str | None = None  # make fetches on this thread fail ...
@@ -113,6 +102,11 @@ def _spy_fetch(tree: Tree, fetches: Fetches) -> None:
     def spy(calendar_url: str, items: Sequence[ItemInfo],
             batch: int | None = None) -> Iterator[tuple[ItemInfo, str, bytes]]:
         who = threading.current_thread().name
+        if not calendar_url.rstrip("/").endswith(f"/{BULK}"):
+            # The next calendar, listed ahead, brings its data along once the server's answers
+            # showed their line ends (test_listing_data): not this calendar's read-ahead.
+            yield from real(calendar_url, items, batch)
+            return
         fetches.calls.append((who, [unquote(i.url.rsplit("/", 1)[-1]) for i in items]))
         if who != fetches.fail_in:
             yield from real(calendar_url, items, batch)
@@ -234,7 +228,10 @@ def test_a_patient_reader_finds_every_later_batch_fetched_ahead(bulk: Bulk) -> N
         want_ahead.append(names[start:start + size])
         start, size = start + size, min(size * 2, BATCH * AHEAD_GROWTH)
     assert fetches.by(AHEAD) == want_ahead, f"expected the {AHEAD} thread to fetch {want_ahead}: {fetches.calls}"
-    assert _count(tree, "REPORT") == 2 + len(want_ahead), fetches.calls
+    # Plus one for the next calendar's listing, which brings its two items along where the server's
+    # data showed its line ends (Radicale; SabreDAV 1.8 lists with sizes and fetches on a read).
+    brought = 1 if tree.client.keeps_line_ends else 0
+    assert _count(tree, "REPORT") == 2 + len(want_ahead) + brought, fetches.calls
 
 
 @pytest.mark.parametrize("next_listed", [False, True], ids=["next-unlisted", "next-listed"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caldavfs.client import Client, ItemInfo, SyncTokenError
+from caldavfs.client import Client, ItemInfo, SyncResult, SyncTokenError
 from caldavfs.dav import DavSession
 from caldavfs.tree import Tree
 from tests import servers
@@ -88,9 +88,19 @@ def test_a_refused_token_falls_back_to_a_full_listing(fresh_xandikos: servers.Se
 def test_radicale_keeps_propfind_for_its_modification_times(fresh_radicale: servers.Server) -> None:
     srv = fresh_radicale
     tree = _tree(srv)
+    synced: list[str] = []
+    real = tree.client.sync_items
+
+    def spy(url: str, token: str) -> SyncResult:
+        synced.append(url)
+        return real(url, token)
+
+    tree.client.sync_items = spy  # type: ignore[method-assign]
     tree.readdir("/home")
     tree.readdir("/home")
     state = tree.calendar("home")
     assert state.server_mtimes is True
     assert state.sync_token is None
-    assert _reports(tree) == 0
+    assert synced == []
+    # The one REPORT is the first listing's calendar-query, which brings the data along.
+    assert _reports(tree) == 1

@@ -146,6 +146,81 @@ def test_recorded_multiget_restores_get_bytes(server: str) -> None:
     assert checked >= 5
 
 
+@pytest.mark.parametrize("server", ["radicale", "xandikos"])
+@pytest.mark.parametrize("capture", ["multiget", "calendar_query"])
+def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, capture: str) -> None:
+    # Radicale and Xandikos send calendar-data with literal CRLFs: kept, they are the GET bytes,
+    # with no length to check against.
+    ms = x.parse_multistatus((DATA / f"{server}_{capture}.xml").read_bytes(), capture, keep_cr=True)
+    assert ms.exact
+    items = json.loads((DATA / f"{server}_items.json").read_text())
+    by_key = {canonical_href(href, BASE): meta for href, meta in items.items()}
+    checked = 0
+    for r in ms.responses:
+        text = r.text(x.CALENDAR_DATA)
+        if text is None:
+            continue
+        assert "\r\n" in text and "\n" not in text.replace("\r\n", ""), r.href
+        meta = by_key.get(canonical_href(r.href, BASE))
+        if meta is not None:
+            assert restore_bytes(text, None, ms.exact) == (DATA / meta["file"]).read_bytes(), r.href
+            checked += 1
+    assert checked >= (0 if capture == "calendar_query" else 5)
+    assert ms.responses
+
+
+def test_recorded_sabredav_answer_tells_nothing_of_line_ends() -> None:
+    # SabreDAV 1.8 sends LF for items it stores with CRLF: only getcontentlength can tell.
+    body = (DATA / "sabredav_multiget_found.xml").read_bytes()
+    assert b"\r" not in body
+    ms = x.parse_multistatus(body, "multiget", keep_cr=True)
+    assert not ms.exact
+    items = json.loads((DATA / "sabredav_items.json").read_text())
+    by_key = {canonical_href(href, BASE): meta for href, meta in items.items()}
+    assert ms.responses
+    for r in ms.responses:
+        meta = by_key[canonical_href(r.href, BASE)]
+        text = r.text(x.CALENDAR_DATA) or ""
+        expected = (DATA / meta["file"]).read_bytes()
+        assert restore_bytes(text, None, ms.exact) == expected  # stored CRLF: the default
+        lf = expected.replace(b"\r\n", b"\n")
+        assert restore_bytes(text, len(lf), ms.exact) == lf  # stored LF: told by the length
+
+
+def test_line_ends_kept_per_item_in_one_answer() -> None:
+    # A server that stores bytes as uploaded (SabreDAV, Xandikos) mixes CRLF and LF items.
+    crlf = "BEGIN:VCALENDAR\r\nX-A:1\r\nEND:VCALENDAR\r\n"
+    lf = "BEGIN:VCALENDAR\nX-B:2\nEND:VCALENDAR\n"
+    bare_cr = "BEGIN:VCALENDAR\rX-C:3\rEND:VCALENDAR\r"
+    body = ('<?xml version="1.0"?>\r\n<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+            + "".join(f"<D:response><D:href>/c/{n}.ics</D:href><D:propstat><D:prop><C:calendar-data>{t}"
+                      "</C:calendar-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>\r\n"
+                      for n, t in (("a", crlf), ("b", lf), ("c", bare_cr)))
+            + "</D:multistatus>").encode()
+    ms = x.parse_multistatus(body, "mixed", keep_cr=True)
+    assert ms.exact
+    assert [r.text(x.CALENDAR_DATA) for r in ms.responses] == [crlf, lf, bare_cr]
+    # Without keep_cr the parser's end-of-line handling makes them all LF.
+    assert {r.text(x.CALENDAR_DATA).count("\r") for r in x.parse_multistatus(body, "m").responses} == {0}
+
+
+@pytest.mark.parametrize(("body", "exact"), [
+    (b"<a>\r\n<b>x&#13;\ny</b></a>", True),  # both spellings of a CR
+    (b"<a><b>x&#13;\ny</b></a>", True),  # lxml writes CR as a reference (no literal CR)
+    (b"<a><b>x&#xD;\ny</b></a>", True),
+    (b"<a><b>x\ny</b></a>", False),  # no CR anywhere: says nothing
+    (b"<a><b><![CDATA[x\r\ny]]></b></a>", False),  # &#13; would stay literal in CDATA
+    (b'<a\r\n x="1"><b>x\r\ny</b></a>', False),  # a CR inside a tag: no reference allowed there
+])
+def test_keep_carriage_returns(body: bytes, exact: bool) -> None:
+    kept = x.keep_carriage_returns(body)
+    assert (kept is not None) == exact
+    ms_text = x.parse_xml(kept if kept is not None else body, "t").findtext("b")
+    assert ms_text is not None and ms_text.replace("\r", "").replace("\n", "") == "xy"
+    if exact:
+        assert "\r\n" in ms_text
+
+
 # --- data_mtime / parse_http_date -------------------------------------------------------------
 
 

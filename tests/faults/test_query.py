@@ -1,0 +1,90 @@
+"""The calendar-query a cold listing fetches its data with, against a scripted server: refused,
+or leaving items out, it costs multigets and never an item.
+
+On a server whose calendar-data shows its CRs (the stub's lxml writes them as ``&#13;``, as
+Xandikos does), a listing after the first answer asks for no getcontentlength, so items new to
+it are fetched with the listing: by one calendar-query when they are more than a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from caldavfs.tree import Tree
+from tests.faults.stubdav import FakeCalDAV, FakeItem, ics
+
+BATCH = 4
+
+
+def _items(first: int, count: int) -> list[FakeItem]:
+    return [FakeItem(f"/alice/work/q{n:02d}.ics", ics(f"q{n}@caldavfs.test", f"Item {n}", pad=n * 5))
+            for n in range(first, first + count)]
+
+
+def _learn(dav: FakeCalDAV) -> Tree:
+    """A tree that listed the calendar: the first listing asks for sizes and brings its data, by a
+    calendar-query sent alongside its PROPFIND, whose answer showed CRs."""
+    tree = dav.tree(ttl=0, batch=BATCH)
+    assert tree.read_file("/work/q00.ics") == dav.items[0].data
+    assert tree.client.keeps_line_ends
+    assert dav.queries == 1
+    return tree
+
+
+def _grow(dav: FakeCalDAV, count: int) -> list[FakeItem]:
+    new = _items(len(dav.items), count)
+    dav.items.extend(new)
+    dav.ctag = str(int(dav.ctag) + 1)
+    return new
+
+
+def _check_all(tree: Tree, dav: FakeCalDAV) -> None:
+    entries = dict(tree.readdir("/work"))
+    for item in dav.items:
+        name = item.href.rsplit("/", 1)[-1]
+        assert entries[name].size == len(item.data), name
+        assert tree.read_file(f"/work/{name}") == item.data, name
+
+
+def test_new_items_come_with_the_listing_in_one_query() -> None:
+    with FakeCalDAV(_items(0, 3)) as dav:
+        tree = _learn(dav)
+        assert len(dav.reports) == 1, "the first listing's query brought every item: no multiget"
+        _grow(dav, 3 * BATCH)
+        _check_all(tree, dav)
+        assert dav.queries == 2
+        assert len(dav.reports) == 2, "the query brought every new item: no multiget"
+
+
+def test_query_refused_costs_multigets_and_is_not_asked_again(caplog: pytest.LogCaptureFixture) -> None:
+    with FakeCalDAV(_items(0, 3), query_status=501) as dav, caplog.at_level(logging.INFO, logger="caldavfs"):
+        tree = _learn(dav)  # its query refused: the first listing's data came by multiget
+        assert "fetching by calendar-multiget instead" in caplog.text
+        assert dav.reports == [[i.href for i in dav.items]]
+        reports = len(dav.reports)
+        new = _grow(dav, 2 * BATCH + 1)
+        _check_all(tree, dav)
+        assert dav.queries == 1, "a calendar whose query failed is fetched by multiget from then on"
+        multigets = dav.reports[reports:]  # a refused query is not among them
+        assert sorted(h for hrefs in multigets for h in hrefs) == sorted(i.href for i in new)
+        assert all(len(hrefs) <= BATCH for hrefs in multigets)
+
+
+def test_query_leaving_items_out_fetches_them_by_multiget() -> None:
+    left_out: list[str] = []
+
+    def drop_some(n: int, hrefs: list[str]) -> list[str]:
+        if len(hrefs) <= BATCH:
+            return hrefs  # multigets are answered whole
+        left_out[:] = hrefs[1::3]
+        return [h for h in hrefs if h not in left_out]
+
+    with FakeCalDAV(_items(0, 3), report_filter=drop_some) as dav:
+        tree = _learn(dav)
+        _grow(dav, 3 * BATCH)
+        _check_all(tree, dav)
+        assert dav.queries == 2 and left_out
+        asked_after = [h for hrefs in dav.reports[-2:] for h in hrefs]
+        assert set(left_out) <= set(asked_after), "what the query left out is asked by multiget"
