@@ -66,7 +66,10 @@ def fuse_options(user: dict[str, str | bool], fsname: str) -> dict[str, str | bo
 
     options = dict(DEFAULT_FUSE_OPTIONS)
     options["fsname"] = fsname
-    if fuselib.LIBFUSE_MAJOR < 3:
+    if fuselib.LIBFUSE_MAJOR >= 3:
+        # Workers keep their Python thread state: they must not end (fuselib._pin_thread_state).
+        options["max_idle_threads"] = fuselib.IDLE_WORKERS
+    else:
         # open(O_TRUNC) arrives as one open with O_TRUNC, not open then truncate: a write that
         # replaces an item is then based on the version the user read (libfuse 3 always does).
         options["atomic_o_trunc"] = True

@@ -8,6 +8,7 @@ and in whether ``@`` is encoded). No filesystem names and no cache policy here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -62,12 +63,24 @@ _SAFE = "/!$&'()*+,;=:@~"
 Query = Future[x.Multistatus]
 
 
+# A path that canonical_href leaves as it is: no percent-escape to normalise, nothing quote()
+# would escape, no "." or ".." segment for urljoin to resolve, no ";" it would take as params.
+_PLAIN_PATH = re.compile(r"/(?!/)[A-Za-z0-9_.~!$&'()*+,=:@/-]*")  # "//" would start a host
+
+
 def canonical_href(href: str, base: str) -> str:
     """One spelling per resource: absolute, percent-decoded then re-encoded uniformly.
 
     Each segment is decoded and encoded on its own, so an encoded ``/`` (``%2F``) stays
-    inside its segment.
+    inside its segment. Called once per item of every listing: a plain absolute path (most
+    servers' hrefs) only gets the base's canonical origin put in front.
     """
+    if _PLAIN_PATH.fullmatch(href) and "/." not in href:
+        return _canonical_origin(base) + href
+    return _canonical(href, base)
+
+
+def _canonical(href: str, base: str) -> str:
     parts = urlsplit(urljoin(base, href.strip()))
     segments = [quote(unquote(seg, errors="surrogateescape"), safe=_SAFE[1:], errors="surrogateescape")
                 for seg in parts.path.split("/")]
@@ -76,6 +89,12 @@ def canonical_href(href: str, base: str) -> str:
     default = 443 if scheme == "https" else 80
     netloc = host if port == default else f"{host}:{port}"
     return urlunsplit((scheme, netloc, path, "", ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical_origin(base: str) -> str:
+    """``scheme://host[:port]`` of ``base`` as canonical_href spells it."""
+    return _canonical("/", base)[:-1]
 
 
 def last_segment(href: str) -> str:
@@ -508,7 +527,12 @@ class Client:
         (Radicale: 0.26 s for 1,700 items, against 0.38 s in multigets of 100 to 400; the one
         ``started`` already, if given), then by multiget what that answer left out. Yields as
         ``fetch`` does. A calendar whose server refuses or fails the query is fetched by multiget
-        alone, from then on."""
+        alone, from then on; one that failed for a passing reason (401, a 5xx but 501) tries again
+        next time.
+
+        A query ``started`` alongside the listing may hold an older version of an item than the
+        listing: an item whose etag differs is fetched again by multiget.
+        """
         pending: Sequence[ItemInfo] = items
         if started is not None or calendar_url not in self._no_query:
             try:
@@ -517,9 +541,17 @@ class Client:
                 raise
             except (DavError, InvalidResponseError, TransportError) as exc:
                 log.info("REPORT calendar-query %s: %s; fetching by calendar-multiget instead", calendar_url, exc)
-                self._no_query.add(calendar_url)
+                passing = isinstance(exc, UnauthorizedError) or (isinstance(exc, ServerError) and exc.status != 501)
+                if not passing:
+                    self._no_query.add(calendar_url)
             else:
                 got, pending = self._take(calendar_url, answer, items)
+                if started is not None:
+                    asked = {item.key: item for item in items}
+                    older = [i for i, etag, _ in got if etag != asked[i.key].etag]
+                    if older:
+                        got = [g for g in got if g[0] not in older]
+                        pending = [*pending, *older]
                 yield from got
         if pending:
             yield from self.fetch(calendar_url, pending)
@@ -536,6 +568,7 @@ class Client:
         self, calendar_url: str, answer: x.Multistatus, asked: Sequence[ItemInfo]
     ) -> tuple[list[tuple[ItemInfo, str, bytes]], list[ItemInfo]]:
         """The data an answer holds for ``asked``, and the items it left out."""
+        exact = self._line_ends(calendar_url, answer)
         by_key = {item.key: item for item in asked}
         paths = {urlsplit(item.url).path: item.key for item in asked}
         got: list[tuple[ItemInfo, str, bytes]] = []
@@ -551,7 +584,7 @@ class Client:
             text = entry.text(x.CALENDAR_DATA)
             etag = entry.text(x.GETETAG) or item.etag
             size = item.size if etag == item.etag else None
-            data = restore_bytes(text, size, answer.exact) if text is not None else None
+            data = restore_bytes(text, size, exact) if text is not None else None
             if data is None or not _is_icalendar(data):
                 # Neither CRLF nor LF gives the listed length, or no calendar-data came back
                 # (Xandikos answers 404 for it on items stored without .ics): GET decides.
@@ -561,12 +594,22 @@ class Client:
                 log.warning("%s: the server's data is not iCalendar (%r...), item skipped", item.url, data[:40])
                 continue
             got.append((item, etag, data))
-        if got and not self.keeps_line_ends:
-            # Once shown, for good: an answer of LF-only items shows no CR on any server.
-            self.keeps_line_ends = answer.exact
-            log.debug("%s: the server's calendar-data %s its line ends", calendar_url,
-                      "keeps" if answer.exact else "does not show")
         return got, list(by_key.values())
+
+    def _line_ends(self, calendar_url: str, answer: x.Multistatus) -> bool:
+        """Whether the calendar-data of ``answer`` is the server's bytes as it is, and what the
+        answer shows of the server: KEPT only counts where some calendar-data holds a CR (not just
+        the XML around it). Once a server showed that it keeps CRs, an answer without any CR holds
+        items stored with LF; until then it may be SabreDAV 1.8's, which drops them."""
+        line_ends = answer.line_ends
+        if line_ends == x.KEPT and not any("\r" in (r.text(x.CALENDAR_DATA) or "") for r in answer.responses):
+            line_ends = x.NO_CR
+        if line_ends == x.KEPT and not self.keeps_line_ends:
+            log.debug("%s: the server's calendar-data keeps its line ends", calendar_url)
+            self.keeps_line_ends = True
+        elif line_ends == x.NO_CR and self.keeps_line_ends is None and answer.responses:
+            self.keeps_line_ends = False  # until an answer shows CRs
+        return line_ends == x.KEPT or (line_ends == x.NO_CR and self.keeps_line_ends is True)
 
     def get(self, url: str) -> tuple[bytes, str]:
         response = self.session.request("GET", url, ok=(200,))

@@ -90,7 +90,7 @@ class DavResponse:
 class Multistatus:
     responses: list[DavResponse]
     sync_token: str | None = None
-    exact: bool = False  # calendar-data keeps the server's line ends (parse_multistatus keep_cr)
+    line_ends: str = "unknown"  # what calendar-data tells of the server's line ends (keep_carriage_returns)
 
 
 # --- building requests -------------------------------------------------------------------
@@ -275,42 +275,55 @@ def _parse_response(el: etree._Element, what: str) -> list[DavResponse]:
 
 _CR_REF = re.compile(rb"&#(?:13|[xX]0*[dD]);")
 _ELEMENT_START = re.compile(rb"<[^?!]")
+_CR_IN_TAG = re.compile(rb"<[^>]*\r")
+
+# What an answer tells of its calendar-data's line ends (``Multistatus.line_ends``).
+KEPT = "kept"  # CRs survive parsing: the text is the server's bytes (Radicale, Xandikos)
+NO_CR = "none"  # the body has no CR at all: LF as stored, or CRs dropped (SabreDAV 1.8)
+UNKNOWN = "unknown"  # CDATA, or a CR where no reference may stand: the parser decided
 
 
-def keep_carriage_returns(body: bytes) -> bytes | None:
-    """``body`` with each literal CR written as ``&#13;``, which an XML parser keeps (it turns a
-    literal CRLF or CR into LF): calendar-data then comes out as the bytes the server stores,
-    CRLF or LF. A body that writes its CRs as ``&#13;`` already (lxml does) is kept as it is.
-
-    None where nothing can be told or a value could change: a body without any CR (SabreDAV
-    1.8 sends LF for items it stores with CRLF), a CDATA section (``&#13;`` would stay literal
-    there) or a CR inside a tag (where ``&#13;`` is not allowed)."""
+def keep_carriage_returns(body: bytes) -> tuple[bytes, str]:
+    """``body`` with each literal CR inside the root element written as ``&#13;``, which an XML
+    parser keeps (it turns a literal CRLF or CR into LF), and what that tells (KEPT, NO_CR or
+    UNKNOWN). A body that writes its CRs as ``&#13;`` already (lxml does) is kept as it is.
+    Inside CDATA ``&#13;`` would stay literal, inside a tag it is not allowed, and before or
+    after the root element (the CRLF after the XML declaration) neither: UNKNOWN or untouched."""
     if b"<![CDATA[" in body:
-        return None
-    if b"\r" not in body:
-        return body if _CR_REF.search(body) else None
-    if re.search(rb"<[^>]*\r", body):
-        return None
-    # Only within the root element: a reference is not allowed before or after it (the CRLF
-    # after the XML declaration, a trailing newline).
+        return body, UNKNOWN
     first, last = _ELEMENT_START.search(body), body.rfind(b">")
     if first is None or last < first.start():
-        return None
+        return body, UNKNOWN
     start = first.start()
-    return body[:start] + body[start:last].replace(b"\r", b"&#13;") + body[last:]
+    inner = body[start:last]
+    if b"\r" in inner:
+        if _CR_IN_TAG.search(body):
+            return body, UNKNOWN
+        return body[:start] + inner.replace(b"\r", b"&#13;") + body[last:], KEPT
+    return body, KEPT if _CR_REF.search(inner) else NO_CR
 
 
 def parse_multistatus(body: bytes, what: str, *, keep_cr: bool = False) -> Multistatus:
     """``keep_cr``: carriage returns in text survive (see ``keep_carriage_returns``), where the
-    body allows; ``Multistatus.exact`` says whether they did."""
-    kept = keep_carriage_returns(body) if keep_cr else None
-    root = parse_xml(kept if kept is not None else body, what)
+    body allows; ``Multistatus.line_ends`` says what that tells."""
+    line_ends = UNKNOWN
+    if keep_cr:
+        kept, line_ends = keep_carriage_returns(body)
+        try:
+            root = parse_xml(kept, what)
+        except InvalidResponseError:
+            if kept is body:
+                raise
+            # A CR the rewrite could not place (after a trailing comment): as the server sent it.
+            root, line_ends = parse_xml(body, what), UNKNOWN
+    else:
+        root = parse_xml(body, what)
     if _clark(root) != _MULTISTATUS:
         raise InvalidResponseError(f"{what}: expected a DAV:multistatus, got {root.tag!r}")
     responses: list[DavResponse] = []
     for el in _children(root, _RESPONSE):
         responses.extend(_parse_response(el, what))
-    return Multistatus(responses=responses, sync_token=_first_text(root, SYNC_TOKEN), exact=kept is not None)
+    return Multistatus(responses=responses, sync_token=_first_text(root, SYNC_TOKEN), line_ends=line_ends)
 
 
 def parse_error_precondition(body: bytes) -> str:

@@ -53,30 +53,32 @@ def _pin_thread_state() -> None:
 
     ctypes makes a thread state for each callback on a thread Python did not start and deletes
     it on return: an mmap, a munmap and a page fault per FUSE request (Python 3.11, measured with
-    strace). One PyGILState_Ensure never released keeps it alive; libfuse keeps its workers (at
-    most max_threads) for the life of the mount, so that is all it ever holds.
+    strace). One PyGILState_Ensure never released keeps it alive. A worker that ended would leave
+    its state behind, so the mount keeps its idle workers (``IDLE_WORKERS``): libfuse 3 then has
+    no more of them than requests it ever served at once (3.12 on: at most max_threads, 10).
     """
     if not getattr(_pinned, "done", False):
         ctypes.pythonapi.PyGILState_Ensure()
         _pinned.done = True
 
 
-class PinnedFUSE(mfusepy.FUSE):
-    """mfusepy's FUSE, with each worker thread's Python state made once (``_pin_thread_state``)."""
-
-    def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        _pin_thread_state()
-        return super()._wrapper(func, *args, **kwargs)
+# libfuse 3's max_idle_threads for the mount: workers are never ended (see _pin_thread_state).
+IDLE_WORKERS = "100000"
 
 
-class PlusFUSE(PinnedFUSE):
-    """mfusepy's FUSE whose readdir hands the kernel every entry's attributes (readdirplus).
+class PlusFUSE(mfusepy.FUSE):
+    """mfusepy's FUSE for libfuse 3, whose readdir hands the kernel every entry's attributes
+    (readdirplus), and whose worker threads each make their Python state once.
 
     Then ``ls -l``, ``find`` and ``rsync`` stat a listed file without a LOOKUP round trip.
     The operations give ``readdir_plus(path, offset, fh)`` -> [(name, stat dict, next offset,
     whether the stat is whole)]. Offsets are never 0: libfuse 3 drops the attributes of
     entries it buffers itself.
     """
+
+    def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        _pin_thread_state()
+        return super()._wrapper(func, *args, **kwargs)
 
     def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
                        flags: int) -> int:
@@ -101,7 +103,7 @@ class PlusFUSE(PinnedFUSE):
         return 0
 
 
-FUSE = PlusFUSE if LIBFUSE_MAJOR >= 3 else PinnedFUSE
+FUSE = PlusFUSE if LIBFUSE_MAJOR >= 3 else mfusepy.FUSE
 
 # libfuse 3.14.0 prints this at every start, for a default it then keeps (fixed in 3.14.1).
 _NOISE = (b"Ignoring invalid max threads value",)

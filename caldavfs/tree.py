@@ -402,28 +402,35 @@ class Tree:
             try:
                 infos = self._list(cal)
             except (TransportError, ServerError, InvalidResponseError) as exc:
+                if whole is not None:
+                    whole.cancel()  # not sent yet: never; else its answer is dropped
                 # Away, a proxy's 502/503, or a truncated answer: what is known stays (invariant 7).
                 if not cal.listed:
                     raise
                 log.warning("%s: keeping the last listing: %s", cal.name, exc)
                 cal.retry_at = self._clock() + min(self.ttl, RETRY_AFTER_FAILURE)
                 return
+            except BaseException:
+                if whole is not None:
+                    whole.cancel()
+                raise
             moved = self._apply_items(cal, infos)
             self._judge_folder_mtimes(cal)
             cal.listed_tag = tag
             cal.stale = False
             cal.listed = True
-        self._complete_all(cal, whole)
-        if not cal.meta_mtime_ns:
-            # Only now is the folder's mtime known on servers without getlastmodified (Xandikos).
-            cal.meta_mtime_ns = cal.mtime_ns
-        self._save_listing(cal)
-        paths = [f"/{cal.name}/{name}" for name in moved]
-        if cal.shown_mtime != folder_mtime:
-            paths += [f"/{cal.name}", "/"]
-        self.invalidate(paths)
-        if self._clock() - self._walked_at < WALK_WINDOW:
-            self._queue_ahead(cal, None)  # list the next calendar while the reader reads this one
+        try:
+            moved += self._complete_all(cal, whole)
+        finally:
+            # Also when the data could not be had: the new listing is what the kernel must see.
+            if not cal.meta_mtime_ns:
+                # Only now is the folder's mtime known on servers without getlastmodified (Xandikos).
+                cal.meta_mtime_ns = cal.mtime_ns
+            self._save_listing(cal)
+            paths = [f"/{cal.name}/{name}" for name in moved]
+            if cal.shown_mtime != folder_mtime:
+                paths += [f"/{cal.name}", "/"]
+            self.invalidate(paths)
 
     def _list(self, cal: Calendar) -> dict[str, ItemInfo]:
         """The calendar's members now: by sync-collection where that loses nothing, else by
@@ -551,32 +558,42 @@ class Tree:
     def _start_whole(self, cal: Calendar) -> Query | None:
         """For a calendar listed cold whose listing will bring its data (``_complete_all``): the
         calendar-query for it, sent now, alongside the listing's PROPFIND."""
-        if cal.by_key or self.client.keeps_line_ends is False:
+        if cal.listed or self.client.keeps_line_ends is False:
             return None
         return self.client.start_query(cal.info.url)
 
-    def _complete_all(self, cal: Calendar, whole: Query | None = None) -> None:
+    def _complete_all(self, cal: Calendar, whole: Query | None = None) -> list[str]:
         """Fetch the data of items whose size or mtime only the data can tell, before anything
         is reported: a listing asks for no getcontentlength where the data's line ends tell the
         size (``Client.keeps_line_ends``), and Xandikos sends no getlastmodified. A calendar
         listed cold then comes whole in one calendar-query (``_fetch``). The first listing of a
-        mount brings its data too: that answer shows whether the next listings need the length."""
+        mount brings its data too: that answer shows whether the next listings need the length.
+        Returns the names of items dropped: gone from the server since the listing."""
         learn = self.client.keeps_line_ends is None
         with cal.fetch_lock:  # a reader of one of these waits for this, instead of fetching it again
             with cal.lock:
                 listed = list(cal.by_key.values())
             missing = [i for i in listed if not i.complete or (learn and not self._has(i))]
-            if missing:
-                try:
-                    self._fetch(cal, missing, whole=whole)
-                except CaldavfsError as exc:
-                    if any(not i.complete for i in missing):
-                        raise
-                    # Sizes and mtimes are known: the listing stands; a reader fetches again.
-                    log.info("%s: fetching its data with the listing failed: %s", cal.name, exc)
-        if missing:
-            with cal.lock:
-                cal.mtime_ns = max([cal.mtime_ns] + [i.mtime_ns or 0 for i in cal.by_key.values()])
+            if not missing:
+                if whole is not None:
+                    whole.cancel()
+                return []
+            try:
+                self._fetch(cal, missing, whole=whole)
+            except CaldavfsError as exc:
+                if any(not i.complete for i in missing):
+                    raise
+                # Sizes and mtimes are known: the listing stands; a reader fetches again.
+                log.info("%s: fetching its data with the listing failed: %s", cal.name, exc)
+        with cal.lock:
+            gone = {k: i for k, i in cal.by_key.items() if not i.complete}
+            if gone:
+                # The server answered without them: deleted since the listing. Listed again soon.
+                log.info("%s: %d items went away while it was listed", cal.name, len(gone))
+                self._install(cal, {k: i for k, i in cal.by_key.items() if k not in gone})
+                cal.stale = True
+            cal.mtime_ns = max([cal.mtime_ns] + [i.mtime_ns or 0 for i in cal.by_key.values()])
+        return [i.name for i in gone.values()]
 
     def _ensure_complete(self, cal: Calendar, item: Item) -> None:
         if not item.complete:
@@ -722,10 +739,11 @@ class Tree:
     def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None,
                whole: Query | None = None) -> dict[str, bytes]:
         """Fetch and remember the data of ``items``: by multiget in batches (of ``batch``), or for
-        more than a batch (a calendar listed cold), by one calendar-query of the whole calendar
-        (``whole``, if one was started)."""
+        more than a batch that is most of the calendar (one listed cold), by one calendar-query
+        of the whole calendar (``whole``, if one was started)."""
         infos = [i.info for i in items]
-        if whole is not None or (batch is None and len(infos) > self.client.batch):
+        if whole is not None or (batch is None and len(infos) > self.client.batch
+                                 and 2 * len(infos) > len(cal.by_key)):
             source = self.client.fetch_all(cal.info.url, infos, whole)
         else:
             source = self.client.fetch(cal.info.url, infos, batch)

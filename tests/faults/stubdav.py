@@ -97,6 +97,7 @@ class FakeCalDAV:
     silent: bool = False
     reports: list[list[str]] = field(default_factory=list)
     query_status: int | None = None  # answer calendar-query REPORTs with this status instead
+    query_answers: dict[str, FakeItem] = field(default_factory=dict)  # href -> version a query gives
     queries: int = 0
 
     def __post_init__(self) -> None:
@@ -140,6 +141,9 @@ class FakeCalDAV:
                 if self.query_status is not None:
                     return Reply(self.query_status)
                 hrefs = [item.href for item in self.items]
+                self.reports.append(hrefs)
+                answer = self.report_filter(len(self.reports), hrefs) if self.report_filter else hrefs
+                return Reply(207, self.report_answer(answer, self.query_answers), {"Content-Type": "application/xml"})
             self.reports.append(hrefs)
             answer = self.report_filter(len(self.reports), hrefs) if self.report_filter else hrefs
             return Reply(207, self.report_answer(answer), {"Content-Type": "application/xml"})
@@ -185,12 +189,12 @@ class FakeCalDAV:
         _prop_response(ms, href, [_el(D, "getetag", etag),
                                   _el(C, "calendar-data", body.decode("utf-8", "surrogateescape"))])
 
-    def report_answer(self, hrefs: list[str]) -> bytes:
+    def report_answer(self, hrefs: list[str], versions: dict[str, FakeItem] | None = None) -> bytes:
         ms = _multistatus()
         for href, data in self.report_extra:
             self._data_response(ms, href, None, data)
         for href in hrefs:
-            item = self.find(href)
+            item = (versions or {}).get(href) or self.find(href)
             self._data_response(ms, href, item)
             if self.report_duplicate:
                 self._data_response(ms, href, item)

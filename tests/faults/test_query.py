@@ -1,9 +1,10 @@
 """The calendar-query a cold listing fetches its data with, against a scripted server: refused,
 or leaving items out, it costs multigets and never an item.
 
-On a server whose calendar-data shows its CRs (the stub's lxml writes them as ``&#13;``, as
-Xandikos does), a listing after the first answer asks for no getcontentlength, so items new to
-it are fetched with the listing: by one calendar-query when they are more than a batch.
+On a server whose calendar-data shows its CRs (the stub's lxml writes them as ``&#13;``; Radicale
+and Xandikos send them as they are), a listing after the first answer asks for no
+getcontentlength, so items new to it are fetched with the listing: by one calendar-query when they
+are more than a batch and most of the calendar.
 """
 
 from __future__ import annotations
@@ -83,8 +84,42 @@ def test_query_leaving_items_out_fetches_them_by_multiget() -> None:
 
     with FakeCalDAV(_items(0, 3), report_filter=drop_some) as dav:
         tree = _learn(dav)
-        _grow(dav, 3 * BATCH)
-        _check_all(tree, dav)
+        before = len(dav.reports)
+        new = {i.href for i in _grow(dav, 3 * BATCH)}
+        entries = dict(tree.readdir("/work"))
         assert dav.queries == 2 and left_out
-        asked_after = [h for hrefs in dav.reports[-2:] for h in hrefs]
-        assert set(left_out) <= set(asked_after), "what the query left out is asked by multiget"
+        multigets = dav.reports[before + 1:]  # after the query's own
+        assert sorted(h for hrefs in multigets for h in hrefs) == sorted(h for h in left_out if h in new), (
+            "exactly the new items the query left out are asked by multiget")
+        for item in dav.items:
+            name = item.href.rsplit("/", 1)[-1]
+            assert entries[name].size == len(item.data)
+            assert tree.read_file(f"/work/{name}") == item.data
+        assert len(dav.reports) == before + 1 + len(multigets), "the reads asked nothing more"
+
+
+def test_a_started_query_with_an_older_version_is_not_served() -> None:
+    # The query goes out alongside the listing's PROPFIND: its answer may predate the listing.
+    items = _items(0, 3 * BATCH)
+    old = FakeItem(items[5].href, ics("q5@caldavfs.test", "Before the change"), etag='"before"')
+    with FakeCalDAV(items, query_answers={old.href: old}) as dav:
+        tree = dav.tree(ttl=60, batch=BATCH)
+        entries = dict(tree.readdir("/work"))
+        assert dav.queries == 1
+        assert dav.reports[1:] == [[items[5].href]], "the older version is fetched again by multiget"
+        assert entries["q05.ics"].size == len(items[5].data)
+        assert tree.read_file("/work/q05.ics") == items[5].data
+
+
+def test_an_item_gone_while_listed_is_dropped_not_an_error() -> None:
+    gone = "/alice/work/q09.ics"
+
+    def without_gone(n: int, hrefs: list[str]) -> list[str]:
+        return [h for h in hrefs if h != gone]
+
+    with FakeCalDAV(_items(0, 3), report_filter=without_gone) as dav:
+        tree = _learn(dav)
+        _grow(dav, 3 * BATCH)
+        names = {n for n, _ in tree.readdir("/work")}  # no EIO for the one the server left out
+        assert "q09.ics" not in names and {"q00.ics", "q08.ics", "q10.ics"} <= names
+        assert tree.calendar("work").stale, "listed again on its next use"

@@ -8,6 +8,7 @@ ctypes would otherwise make and delete one per request, with a page fault each t
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 
@@ -26,7 +27,13 @@ def _opcodes(log: str) -> list[str]:
     return re.findall(r"opcode: ([A-Z_]+)", log)
 
 
-@pytest.mark.skipif(not hasattr(fuselib.mfusepy.fuse_file_info, "noflush"), reason="libfuse older than 3.11")
+def _kernel() -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", os.uname().release).groups()  # type: ignore[union-attr]
+    return int(major), int(minor)
+
+
+@pytest.mark.skipif(not hasattr(fuselib.mfusepy.fuse_file_info, "noflush") or _kernel() < (5, 16),
+                    reason="FOPEN_NOFLUSH needs libfuse 3.11 and Linux 5.16")
 def test_a_read_closes_without_flush_a_write_with_one(fresh_radicale: servers.Server,
                                                       mount_factory: Callable[..., Mounted]) -> None:
     m = mount_factory(fresh_radicale, extra_args=["-o", "debug"])

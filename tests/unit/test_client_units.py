@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import calendar
 import json
+import random
+import string
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from caldavfs import davxml as x
 from caldavfs.client import (
     Client,
     ItemInfo,
+    _canonical,
     canonical_href,
     data_mtime,
     is_child,
@@ -33,6 +37,25 @@ def _ns(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
 
 
 # --- canonical_href ----------------------------------------------------------------------------
+
+
+def test_canonical_href_fast_path_agrees_with_the_full_one() -> None:
+    # Plain absolute paths skip urljoin and the per-segment re-encoding: the result must be what
+    # the full normalisation gives, for any href (the full one may raise: then both must).
+    def outcome(fn: Callable[[str, str], str], href: str, base: str) -> str:
+        try:
+            return fn(href, base)
+        except ValueError as exc:
+            return type(exc).__name__
+
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "_.~!$&'()*+,;=:@/-% ?#\u00e9\t"
+    bases = [BASE, "https://Example.COM:443/dav/cal/", "http://h:80/x/", "HTTP://H:8080"]
+    for _ in range(20000):
+        tail = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        href = rng.choice(["/", "", "//", "/./", "/../"]) + tail
+        base = rng.choice(bases)
+        assert outcome(canonical_href, href, base) == outcome(_canonical, href, base), (href, base)
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -152,7 +175,7 @@ def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, c
     # Radicale and Xandikos send calendar-data with literal CRLFs: kept, they are the GET bytes,
     # with no length to check against.
     ms = x.parse_multistatus((DATA / f"{server}_{capture}.xml").read_bytes(), capture, keep_cr=True)
-    assert ms.exact
+    assert ms.line_ends == x.KEPT
     items = json.loads((DATA / f"{server}_items.json").read_text())
     by_key = {canonical_href(href, BASE): meta for href, meta in items.items()}
     checked = 0
@@ -163,7 +186,7 @@ def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, c
         assert "\r\n" in text and "\n" not in text.replace("\r\n", ""), r.href
         meta = by_key.get(canonical_href(r.href, BASE))
         if meta is not None:
-            assert restore_bytes(text, None, ms.exact) == (DATA / meta["file"]).read_bytes(), r.href
+            assert restore_bytes(text, None, True) == (DATA / meta["file"]).read_bytes(), r.href
             checked += 1
     assert checked >= (0 if capture == "calendar_query" else 5)
     assert ms.responses
@@ -174,7 +197,7 @@ def test_recorded_sabredav_answer_tells_nothing_of_line_ends() -> None:
     body = (DATA / "sabredav_multiget_found.xml").read_bytes()
     assert b"\r" not in body
     ms = x.parse_multistatus(body, "multiget", keep_cr=True)
-    assert not ms.exact
+    assert ms.line_ends == x.NO_CR
     items = json.loads((DATA / "sabredav_items.json").read_text())
     by_key = {canonical_href(href, BASE): meta for href, meta in items.items()}
     assert ms.responses
@@ -182,9 +205,9 @@ def test_recorded_sabredav_answer_tells_nothing_of_line_ends() -> None:
         meta = by_key[canonical_href(r.href, BASE)]
         text = r.text(x.CALENDAR_DATA) or ""
         expected = (DATA / meta["file"]).read_bytes()
-        assert restore_bytes(text, None, ms.exact) == expected  # stored CRLF: the default
+        assert restore_bytes(text, None) == expected  # stored CRLF: the default
         lf = expected.replace(b"\r\n", b"\n")
-        assert restore_bytes(text, len(lf), ms.exact) == lf  # stored LF: told by the length
+        assert restore_bytes(text, len(lf)) == lf  # stored LF: told by the length
 
 
 def test_line_ends_kept_per_item_in_one_answer() -> None:
@@ -198,27 +221,54 @@ def test_line_ends_kept_per_item_in_one_answer() -> None:
                       for n, t in (("a", crlf), ("b", lf), ("c", bare_cr)))
             + "</D:multistatus>").encode()
     ms = x.parse_multistatus(body, "mixed", keep_cr=True)
-    assert ms.exact
+    assert ms.line_ends == x.KEPT
     assert [r.text(x.CALENDAR_DATA) for r in ms.responses] == [crlf, lf, bare_cr]
     # Without keep_cr the parser's end-of-line handling makes them all LF.
     assert {r.text(x.CALENDAR_DATA).count("\r") for r in x.parse_multistatus(body, "m").responses} == {0}
 
 
-@pytest.mark.parametrize(("body", "exact"), [
-    (b"<a>\r\n<b>x&#13;\ny</b></a>", True),  # both spellings of a CR
-    (b"<a><b>x&#13;\ny</b></a>", True),  # lxml writes CR as a reference (no literal CR)
-    (b"<a><b>x&#xD;\ny</b></a>", True),
-    (b"<a><b>x\ny</b></a>", False),  # no CR anywhere: says nothing
-    (b"<a><b><![CDATA[x\r\ny]]></b></a>", False),  # &#13; would stay literal in CDATA
-    (b'<a\r\n x="1"><b>x\r\ny</b></a>', False),  # a CR inside a tag: no reference allowed there
+@pytest.mark.parametrize(("body", "line_ends"), [
+    (b"<a>\r\n<b>x&#13;\ny</b></a>", x.KEPT),  # both spellings of a CR
+    (b"<a><b>x&#13;\ny</b></a>", x.KEPT),  # lxml writes CR as a reference (no literal CR)
+    (b"<a><b>x&#xD;\ny</b></a>", x.KEPT),
+    (b"<a><b>x\ny</b></a>", x.NO_CR),  # no CR anywhere
+    (b'<?xml version="1.0"?>\r\n<a><b>x\ny</b></a>\r\n', x.NO_CR),  # CRs only around the root
+    (b"<a><b><![CDATA[x\r\ny]]></b></a>", x.UNKNOWN),  # &#13; would stay literal in CDATA
+    (b'<a\r\n x="1"><b>x\r\ny</b></a>', x.UNKNOWN),  # a CR inside a tag: no reference allowed there
 ])
-def test_keep_carriage_returns(body: bytes, exact: bool) -> None:
-    kept = x.keep_carriage_returns(body)
-    assert (kept is not None) == exact
-    ms_text = x.parse_xml(kept if kept is not None else body, "t").findtext("b")
-    assert ms_text is not None and ms_text.replace("\r", "").replace("\n", "") == "xy"
-    if exact:
-        assert "\r\n" in ms_text
+def test_keep_carriage_returns(body: bytes, line_ends: str) -> None:
+    kept, told = x.keep_carriage_returns(body)
+    assert told == line_ends
+    text = x.parse_xml(kept, "t").findtext("b")
+    assert text is not None and text.replace("\r", "").replace("\n", "") == "xy"
+    assert ("\r\n" in text) == (line_ends == x.KEPT)
+
+
+def test_a_cr_the_rewrite_cannot_place_falls_back_to_the_parser() -> None:
+    # The last ">" closes a trailing comment: the CR before it is outside the root element.
+    body = (b'<D:multistatus xmlns:D="DAV:"><D:response><D:href>/c/a.ics</D:href></D:response>'
+            b"</D:multistatus>\r\n<!-- x -->")
+    ms = x.parse_multistatus(body, "trailing comment", keep_cr=True)
+    assert ms.line_ends == x.UNKNOWN and [r.href for r in ms.responses] == ["/c/a.ics"]
+
+
+def _answer(*texts: str) -> x.Multistatus:
+    return x.Multistatus([x.DavResponse(f"/c/{n}.ics", props={x.CALENDAR_DATA: t}) for n, t in enumerate(texts)],
+                         line_ends=x.KEPT if any("\r" in t for t in texts) else x.NO_CR)
+
+
+def test_line_ends_are_learned_from_calendar_data_only() -> None:
+    client = Client(DavSession())
+    lf = "BEGIN:VCALENDAR\nEND:VCALENDAR\n"
+    # KEPT from the XML around the data, with LF data: it says nothing of the server yet.
+    around = x.Multistatus([x.DavResponse("/c/a.ics", props={x.CALENDAR_DATA: lf})], line_ends=x.KEPT)
+    assert not client._line_ends(BASE, around)
+    assert client.keeps_line_ends is False, "an answer without CRs: SabreDAV 1.8 may have dropped them"
+    assert client._line_ends(BASE, _answer(lf.replace("\n", "\r\n"), lf))
+    assert client.keeps_line_ends is True
+    # Known to keep CRs: an answer of LF items only is the server's LF, served as such.
+    assert client._line_ends(BASE, _answer(lf))
+    assert client.keeps_line_ends is True
 
 
 # --- data_mtime / parse_http_date -------------------------------------------------------------
