@@ -57,6 +57,9 @@ AHEAD_GROWTH = 4
 # A reader that listed the root this recently is taken to walk the whole tree (rsync, find,
 # tar): each calendar it lists gets the next one in name order listed behind it.
 WALK_WINDOW = 60.0
+# How far in name order a walk's listings run ahead of the furthest calendar the reader listed:
+# rsync reads a folder ahead of the files it copies, and the server is slower than the reader.
+WALK_AHEAD = 2
 
 
 class Tree:
@@ -95,6 +98,7 @@ class Tree:
         self._ahead_lock = threading.Lock()
         self._ahead_thread: threading.Thread | None = None
         self._walked_at = float("-inf")
+        self._walk_reach = -1  # the furthest calendar, in name order, a walking reader listed
 
     # --- public API (what fs.py calls) ------------------------------------------------
 
@@ -114,14 +118,16 @@ class Tree:
         parts = split_path(path)
         if not parts:
             cals = self._home()
-            self._walked_at = self._clock()
+            self._walked_at, self._walk_reach = self._clock(), -1
             return [(c.name, Node("dir", c.ino, 0, c.shown_mtime, nlink=2)) for c in cals.values()]
         if len(parts) > 1:
             raise NotFoundError(f"{path}: not a directory")
         cal = self._calendar(parts[0])
         self._ensure_listed(cal)
-        if self._clock() - self._walked_at < WALK_WINDOW:
-            self._queue_ahead(cal, None)  # a walk: the next calendar is listed behind the reader
+        if self._walking():
+            order = sorted(self._calendars)
+            self._walk_reach = max(self._walk_reach, order.index(cal.name) if cal.name in order else -1)
+            self._queue_ahead(cal, None)  # a walk: the next calendars are listed behind the reader
         entries = [(n, self._meta_node(cal, n, data)) for n, data in cal.meta().items()]
         with cal.lock:
             items = sorted(cal.items.values(), key=lambda i: i.name)
@@ -725,16 +731,26 @@ class Tree:
         # goes on to the next folder, so list that one while the reader finishes this one.
         self._list_next(cal)
 
+    def _walking(self) -> bool:
+        return self._clock() - self._walked_at < WALK_WINDOW
+
     def _list_next(self, cal: Calendar) -> None:
         """List the calendar after ``cal`` in name order (readers walk the tree in that order),
-        unless it is listed and fresh. Its own listing, where it is a walk's, queues the next."""
-        following = sorted(n for n in self._calendars if n > cal.name)
-        nxt = self._calendars.get(following[0]) if following else None
-        if nxt is not None and (not nxt.listed or nxt.stale):
+        unless it is listed and fresh. In a walk, go on to the one after, up to WALK_AHEAD
+        calendars past the furthest one the reader listed."""
+        order = sorted(self._calendars)
+        at = order.index(cal.name) + 1 if cal.name in order else len(order)
+        nxt = self._calendars.get(order[at]) if at < len(order) else None
+        if nxt is None:
+            return
+        if not nxt.listed or nxt.stale:
             try:
                 self._ensure_listed(nxt)
             except CaldavfsError as exc:
                 log.info("%s: read-ahead listing failed: %s", nxt.name, exc)
+                return
+        if self._walking() and at < self._walk_reach + WALK_AHEAD:
+            self._queue_ahead(nxt, None)
 
     def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None,
                whole: Query | None = None) -> dict[str, bytes]:
