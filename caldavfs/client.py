@@ -60,7 +60,7 @@ _SAFE = "/!$&'()*+,;=:@~"
 
 
 # A calendar-query on its way (``Client.start_query``).
-Query = Future[x.Multistatus]
+Query = Future[x.DataAnswer]
 
 
 # A path that canonical_href leaves as it is: no percent-escape to normalise, nothing quote()
@@ -200,7 +200,7 @@ def data_mtime(data: bytes) -> int | None:
 
 def restore_bytes(text: str, expected_size: int | None, exact: bool = False) -> bytes | None:
     """The stored bytes of calendar-data, whose CRLFs an XML parser turns into LF unless they
-    were kept (``exact``: ``davxml.keep_carriage_returns``).
+    were kept (``exact``: ``davxml.iter_data_answer``).
 
     Most servers store CRLF; some (SabreDAV 1.8) keep bare LF as uploaded. Kept line ends, or
     else a known getcontentlength, tell which; without either, CRLF (RFC 5545's form). None
@@ -388,10 +388,11 @@ class Client:
 
     def list_items(self, calendar_url: str) -> dict[str, ItemInfo]:
         """Members of a calendar by canonical href, from one PROPFIND Depth 1."""
-        answer = self.propfind(calendar_url, self._list_props(), depth="1")
+        answer = self.session.request("PROPFIND", calendar_url, body=x.propfind(self._list_props()), depth="1",
+                                      ok=(207,))
         cal_key = canonical_href(calendar_url, calendar_url)
         items: dict[str, ItemInfo] = {}
-        for response in answer.responses:
+        for response in x.iter_multistatus(answer.body, f"PROPFIND {calendar_url}"):
             url = urljoin(calendar_url, response.href)
             key = canonical_href(url, calendar_url)
             if key.rstrip("/") == cal_key.rstrip("/"):
@@ -517,9 +518,9 @@ class Client:
                 self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="caldavfs-query")
             return self._pool.submit(self._query, calendar_url)
 
-    def _query(self, calendar_url: str) -> x.Multistatus:
+    def _query(self, calendar_url: str) -> x.DataAnswer:
         response = self.session.request("REPORT", calendar_url, body=x.calendar_query(), depth="1", ok=(207,))
-        return x.parse_multistatus(response.body, f"REPORT calendar-query {calendar_url}", keep_cr=True)
+        return x.iter_data_answer(response.body, f"REPORT calendar-query {calendar_url}")
 
     def fetch_all(self, calendar_url: str, items: Sequence[ItemInfo],
                   started: Query | None = None) -> Iterator[tuple[ItemInfo, str, bytes]]:
@@ -545,7 +546,13 @@ class Client:
                 if not passing:
                     self._no_query.add(calendar_url)
             else:
-                got, pending = self._take(calendar_url, answer, items)
+                try:
+                    got, pending = self._take(calendar_url, answer, items)
+                except InvalidResponseError as exc:  # found bad while it was read
+                    log.info("REPORT calendar-query %s: %s; fetching by calendar-multiget instead",
+                             calendar_url, exc)
+                    self._no_query.add(calendar_url)
+                    got, pending = [], items
                 if started is not None:
                     asked = {item.key: item for item in items}
                     older = [i for i, etag, _ in got if etag != asked[i.key].etag]
@@ -561,14 +568,13 @@ class Client:
     ) -> tuple[list[tuple[ItemInfo, str, bytes]], list[ItemInfo]]:
         body = x.calendar_multiget(urlsplit(item.url).path for item in chunk)
         response = self.session.request("REPORT", calendar_url, body=body, depth="1", ok=(207,))
-        return self._take(calendar_url, x.parse_multistatus(response.body, f"REPORT {calendar_url}", keep_cr=True),
-                          chunk)
+        return self._take(calendar_url, x.iter_data_answer(response.body, f"REPORT {calendar_url}"), chunk)
 
     def _take(
-        self, calendar_url: str, answer: x.Multistatus, asked: Sequence[ItemInfo]
+        self, calendar_url: str, answer: x.DataAnswer, asked: Sequence[ItemInfo]
     ) -> tuple[list[tuple[ItemInfo, str, bytes]], list[ItemInfo]]:
         """The data an answer holds for ``asked``, and the items it left out."""
-        exact = self._line_ends(calendar_url, answer)
+        shown_cr = False
         by_key = {item.key: item for item in asked}
         paths = {urlsplit(item.url).path: item.key for item in asked}
         got: list[tuple[ItemInfo, str, bytes]] = []
@@ -584,7 +590,9 @@ class Client:
             text = entry.text(x.CALENDAR_DATA)
             etag = entry.text(x.GETETAG) or item.etag
             size = item.size if etag == item.etag else None
-            data = restore_bytes(text, size, exact) if text is not None else None
+            if text is not None and "\r" in text and answer.line_ends == x.KEPT:
+                shown_cr = True
+            data = restore_bytes(text, size, self._exact(answer, text)) if text is not None else None
             if data is None or not _is_icalendar(data):
                 # Neither CRLF nor LF gives the listed length, or no calendar-data came back
                 # (Xandikos answers 404 for it on items stored without .ics): GET decides.
@@ -594,22 +602,20 @@ class Client:
                 log.warning("%s: the server's data is not iCalendar (%r...), item skipped", item.url, data[:40])
                 continue
             got.append((item, etag, data))
-        return got, list(by_key.values())
-
-    def _line_ends(self, calendar_url: str, answer: x.Multistatus) -> bool:
-        """Whether the calendar-data of ``answer`` is the server's bytes as it is, and what the
-        answer shows of the server: KEPT only counts where some calendar-data holds a CR (not just
-        the XML around it). Once a server showed that it keeps CRs, an answer without any CR holds
-        items stored with LF; until then it may be SabreDAV 1.8's, which drops them."""
-        line_ends = answer.line_ends
-        if line_ends == x.KEPT and not any("\r" in (r.text(x.CALENDAR_DATA) or "") for r in answer.responses):
-            line_ends = x.NO_CR
-        if line_ends == x.KEPT and not self.keeps_line_ends:
+        if shown_cr and not self.keeps_line_ends:
             log.debug("%s: the server's calendar-data keeps its line ends", calendar_url)
             self.keeps_line_ends = True
-        elif line_ends == x.NO_CR and self.keeps_line_ends is None and answer.responses:
-            self.keeps_line_ends = False  # until an answer shows CRs
-        return line_ends == x.KEPT or (line_ends == x.NO_CR and self.keeps_line_ends is True)
+        elif got and self.keeps_line_ends is None and answer.line_ends != x.UNKNOWN:
+            self.keeps_line_ends = False  # no CR in any calendar-data: until an answer shows some
+        return got, list(by_key.values())
+
+    def _exact(self, answer: x.DataAnswer, text: str) -> bool:
+        """Whether ``text``, calendar-data of ``answer``, is the server's bytes as it is. A CR in it
+        was kept (KEPT); one without any CR is LF as stored on a server known to keep CRs, but
+        may be SabreDAV 1.8's, which drops them, until one has shown them."""
+        if answer.line_ends == x.UNKNOWN:
+            return False
+        return "\r" in text or self.keeps_line_ends is True
 
     def get(self, url: str) -> tuple[bytes, str]:
         response = self.session.request("GET", url, ok=(200,))

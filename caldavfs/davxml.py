@@ -7,6 +7,7 @@ into small dataclasses. This is the only module that imports lxml. No I/O here.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -90,7 +91,6 @@ class DavResponse:
 class Multistatus:
     responses: list[DavResponse]
     sync_token: str | None = None
-    line_ends: str = "unknown"  # what calendar-data tells of the server's line ends (keep_carriage_returns)
 
 
 # --- building requests -------------------------------------------------------------------
@@ -277,53 +277,131 @@ _CR_REF = re.compile(rb"&#(?:13|[xX]0*[dD]);")
 _ELEMENT_START = re.compile(rb"<[^?!]")
 _CR_IN_TAG = re.compile(rb"<[^>]*\r")
 
-# What an answer tells of its calendar-data's line ends (``Multistatus.line_ends``).
+# What an answer tells of its calendar-data's line ends (``DataAnswer.line_ends``).
 KEPT = "kept"  # CRs survive parsing: the text is the server's bytes (Radicale, Xandikos)
 NO_CR = "none"  # the body has no CR at all: LF as stored, or CRs dropped (SabreDAV 1.8)
 UNKNOWN = "unknown"  # CDATA, or a CR where no reference may stand: the parser decided
 
 
-def keep_carriage_returns(body: bytes) -> tuple[bytes, str]:
-    """``body`` with each literal CR inside the root element written as ``&#13;``, which an XML
-    parser keeps (it turns a literal CRLF or CR into LF), and what that tells (KEPT, NO_CR or
-    UNKNOWN). A body that writes its CRs as ``&#13;`` already (lxml does) is kept as it is.
-    Inside CDATA ``&#13;`` would stay literal, inside a tag it is not allowed, and before or
-    after the root element (the CRLF after the XML declaration) neither: UNKNOWN or untouched."""
+def _line_ends(body: bytes) -> tuple[str, tuple[int, int] | None]:
+    """What ``body`` tells of its calendar-data's line ends (KEPT, NO_CR or UNKNOWN), and the
+    span (from the root's start to the last ``>``) whose literal CRs are to be written ``&#13;``,
+    if any: an XML parser keeps a CR written so, where it turns a literal CRLF or CR into LF. A
+    body that writes its CRs as ``&#13;`` already (lxml does) is kept as it is. Inside CDATA
+    ``&#13;`` would stay literal, inside a tag it is not allowed, and before or after the root
+    element (the CRLF after the XML declaration) neither: UNKNOWN, or left alone."""
     if b"<![CDATA[" in body:
-        return body, UNKNOWN
+        return UNKNOWN, None
     first, last = _ELEMENT_START.search(body), body.rfind(b">")
     if first is None or last < first.start():
-        return body, UNKNOWN
+        return UNKNOWN, None
     start = first.start()
-    inner = body[start:last]
-    if b"\r" in inner:
+    if body.find(b"\r", start, last) >= 0:
         if _CR_IN_TAG.search(body):
-            return body, UNKNOWN
-        return body[:start] + inner.replace(b"\r", b"&#13;") + body[last:], KEPT
-    return body, KEPT if _CR_REF.search(inner) else NO_CR
+            return UNKNOWN, None
+        return KEPT, (start, last)
+    return (KEPT if _CR_REF.search(body, start, last) else NO_CR), None
 
 
-def parse_multistatus(body: bytes, what: str, *, keep_cr: bool = False) -> Multistatus:
-    """``keep_cr``: carriage returns in text survive (see ``keep_carriage_returns``), where the
-    body allows; ``Multistatus.line_ends`` says what that tells."""
-    line_ends = UNKNOWN
-    if keep_cr:
-        kept, line_ends = keep_carriage_returns(body)
-        try:
-            root = parse_xml(kept, what)
-        except InvalidResponseError:
-            if kept is body:
-                raise
-            # A CR the rewrite could not place (after a trailing comment): as the server sent it.
-            root, line_ends = parse_xml(body, what), UNKNOWN
-    else:
-        root = parse_xml(body, what)
+def parse_multistatus(body: bytes, what: str) -> Multistatus:
+    root = parse_xml(body, what)
     if _clark(root) != _MULTISTATUS:
         raise InvalidResponseError(f"{what}: expected a DAV:multistatus, got {root.tag!r}")
     responses: list[DavResponse] = []
     for el in _children(root, _RESPONSE):
         responses.extend(_parse_response(el, what))
-    return Multistatus(responses=responses, sync_token=_first_text(root, SYNC_TOKEN), line_ends=line_ends)
+    return Multistatus(responses=responses, sync_token=_first_text(root, SYNC_TOKEN))
+
+
+@dataclass
+class DataAnswer:
+    """A calendar-data answer (multiget, query) read as a stream: ``responses`` parses as it is
+    iterated, once, so that no tree of the whole answer is ever held (a query of a big calendar
+    is tens of MB). It raises InvalidResponseError where the XML turns out bad."""
+
+    responses: Iterator[DavResponse]
+    line_ends: str  # KEPT, NO_CR or UNKNOWN: see _line_ends
+
+
+_FEED = 1 << 20  # bytes handed to the parser at a time
+
+
+def _checked(body: bytes, what: str) -> bytes:
+    """What parse_xml checks before and around parsing, for a body parsed as a stream."""
+    if not body.strip():
+        raise InvalidResponseError(f"{what}: empty answer where XML was expected")
+    if _CONTROL.search(body):
+        log.warning("%s: removed control characters the server put into its XML", what)
+        body = _CONTROL.sub(b"", body)
+    first = _ELEMENT_START.search(body)
+    if first is None:
+        raise InvalidResponseError(f"{what}: no XML element in the answer")
+    if b"<!DOCTYPE" in body[:first.start()]:
+        # WebDAV never needs a DTD; one in an answer is an attack or a misconfigured proxy.
+        raise InvalidResponseError(f"{what}: answer carries a DOCTYPE, refused")
+    return body
+
+
+def iter_multistatus(body: bytes, what: str) -> Iterator[DavResponse]:
+    """parse_multistatus's responses, parsed as they are iterated (once): a listing of a big
+    calendar never becomes one tree. Raises InvalidResponseError where the XML turns out bad."""
+    body = _checked(body, what)
+    view = memoryview(body)
+    return _stream((bytes(view[i:i + _FEED]) for i in range(0, len(body), _FEED)), b"", what)
+
+
+def iter_data_answer(body: bytes, what: str) -> DataAnswer:
+    """A multistatus of calendar-data, CRs kept where the body allows (_line_ends), parsed
+    response by response with the same hardened settings as parse_xml."""
+    body = _checked(body, what)
+    line_ends, span = _line_ends(body)
+    view = memoryview(body)
+    if span is not None:  # CRs to rewrite: fed in pieces, never a second copy of the whole
+        start, last = span
+        feeds: Iterator[bytes] = itertools.chain(
+            (bytes(view[:start]),),
+            (bytes(view[i:min(i + _FEED, last)]).replace(b"\r", b"&#13;") for i in range(start, last, _FEED)))
+        tail = bytes(view[last:])
+    else:
+        feeds, tail = (bytes(view[i:i + _FEED]) for i in range(0, len(body), _FEED)), b""
+    return DataAnswer(_stream(feeds, tail, what), line_ends)
+
+
+def _stream(feeds: Iterator[bytes], tail: bytes, what: str) -> Iterator[DavResponse]:
+    parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True,
+                                 load_dtd=False, dtd_validation=False, remove_comments=True,
+                                 remove_pis=True, huge_tree=False)
+    state: list[Any] = []  # [root element, whether it closed]
+
+    def parsed() -> Iterator[DavResponse]:
+        events: Iterator[tuple[str, Any]] = parser.read_events()
+        for event, el in events:
+            if not state:
+                if _clark(el) != _MULTISTATUS:
+                    raise InvalidResponseError(f"{what}: expected a DAV:multistatus, got {el.tag!r}")
+                state[:] = [el, False]
+                continue
+            root = state[0]
+            if event == "end" and el is root:
+                state[1] = True
+            elif event == "end" and el.getparent() is root and _clark(el) == _RESPONSE:
+                yield from _parse_response(el, what)
+                el.clear()
+                while el.getprevious() is not None:  # what was parsed goes
+                    del root[0]
+
+    try:
+        for data in itertools.chain(feeds, (tail,)):
+            parser.feed(data)
+            yield from parsed()
+        parser.close()
+        yield from parsed()
+    except etree.XMLSyntaxError as exc:
+        yield from parsed()  # what came before the fault
+        if not (state and state[1]):  # past the root (a CR before a trailing comment): all is here
+            raise InvalidResponseError(f"{what}: malformed XML ({exc})") from exc
+    if not state:
+        raise InvalidResponseError(f"{what}: no XML element in the answer")
 
 
 def parse_error_precondition(body: bytes) -> str:

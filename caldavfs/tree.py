@@ -13,6 +13,7 @@ away. Thread-safe: FUSE calls this from many threads.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import queue
 import threading
@@ -54,6 +55,10 @@ AHEAD_BATCHES = 2
 # A read-ahead request grows to this many times the batch: the server's cost per item falls
 # with the size of a multiget (Radicale: 0.22 ms an item at 100, 0.16 at 500).
 AHEAD_GROWTH = 4
+# After listing a calendar of this many items, freed memory goes back to the system.
+TRIM_AFTER = 1000
+_LIBC = ctypes.CDLL(None)
+
 # A reader that listed the root this recently is taken to walk the whole tree (rsync, find,
 # tar): each calendar it lists gets the next one in name order listed behind it.
 WALK_WINDOW = 60.0
@@ -437,6 +442,8 @@ class Tree:
             if cal.shown_mtime != folder_mtime:
                 paths += [f"/{cal.name}", "/"]
             self.invalidate(paths)
+            if len(cal.by_key) >= TRIM_AFTER:
+                _give_back_memory()
 
     def _list(self, cal: Calendar) -> dict[str, ItemInfo]:
         """The calendar's members now: by sync-collection where that loses nothing, else by
@@ -796,6 +803,15 @@ class Tree:
             # Before any of these bytes are read: the kernel must not pair them with an old size.
             self.invalidate([f"/{cal.name}/{name}" for name in moved])
         return found
+
+
+def _give_back_memory() -> None:
+    """Return the heap a big listing freed to the system: glibc keeps freed small blocks (the
+    parsed answer's strings, tens of MB at 5,000 items) as its own, and the next listing's peak
+    then comes on top of them (12 MB less at 20,000 items, measured)."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _no_invalidate(paths: list[str]) -> None:

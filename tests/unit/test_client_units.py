@@ -25,6 +25,7 @@ from caldavfs.client import (
     restore_bytes,
 )
 from caldavfs.dav import DavSession
+from caldavfs.errors import InvalidResponseError
 from tests.httpstub import Reply, Request, Stub
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -169,17 +170,22 @@ def test_recorded_multiget_restores_get_bytes(server: str) -> None:
     assert checked >= 5
 
 
+def _data(body: bytes, what: str = "answer") -> tuple[str, list[x.DavResponse]]:
+    answer = x.iter_data_answer(body, what)
+    return answer.line_ends, list(answer.responses)
+
+
 @pytest.mark.parametrize("server", ["radicale", "xandikos"])
 @pytest.mark.parametrize("capture", ["multiget", "calendar_query"])
 def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, capture: str) -> None:
     # Radicale and Xandikos send calendar-data with literal CRLFs: kept, they are the GET bytes,
     # with no length to check against.
-    ms = x.parse_multistatus((DATA / f"{server}_{capture}.xml").read_bytes(), capture, keep_cr=True)
-    assert ms.line_ends == x.KEPT
+    line_ends, responses = _data((DATA / f"{server}_{capture}.xml").read_bytes(), capture)
+    assert line_ends == x.KEPT and responses
     items = json.loads((DATA / f"{server}_items.json").read_text())
     by_key = {canonical_href(href, BASE): meta for href, meta in items.items()}
     checked = 0
-    for r in ms.responses:
+    for r in responses:
         text = r.text(x.CALENDAR_DATA)
         if text is None:
             continue
@@ -188,20 +194,32 @@ def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, c
         if meta is not None:
             assert restore_bytes(text, None, True) == (DATA / meta["file"]).read_bytes(), r.href
             checked += 1
+    # The calendar-query captures hold the tasks calendar, whose GET bodies were not recorded.
     assert checked >= (0 if capture == "calendar_query" else 5)
-    assert ms.responses
+
+
+def test_streamed_answer_equals_the_whole_parse() -> None:
+    for path in sorted(DATA.glob("*_multiget*.xml")) + sorted(DATA.glob("*_calendar_query.xml")):
+        if path.name.endswith("_request.xml") or b"multistatus" not in path.read_bytes()[:400]:
+            continue
+        whole = x.parse_multistatus(path.read_bytes(), path.name).responses
+        _, streamed = _data(path.read_bytes(), path.name)
+        assert [r.href for r in streamed] == [r.href for r in whole], path.name
+        assert [r.status for r in streamed] == [r.status for r in whole], path.name
+        for a, b in zip(streamed, whole, strict=True):
+            assert set(a.props) == set(b.props), path.name
+            assert (a.text(x.CALENDAR_DATA) or "").replace("\r\n", "\n") == (b.text(x.CALENDAR_DATA) or ""), path.name
 
 
 def test_recorded_sabredav_answer_tells_nothing_of_line_ends() -> None:
     # SabreDAV 1.8 sends LF for items it stores with CRLF: only getcontentlength can tell.
     body = (DATA / "sabredav_multiget_found.xml").read_bytes()
     assert b"\r" not in body
-    ms = x.parse_multistatus(body, "multiget", keep_cr=True)
-    assert ms.line_ends == x.NO_CR
+    line_ends, responses = _data(body, "multiget")
+    assert line_ends == x.NO_CR and responses
     items = json.loads((DATA / "sabredav_items.json").read_text())
     by_key = {canonical_href(href, BASE): meta for href, meta in items.items()}
-    assert ms.responses
-    for r in ms.responses:
+    for r in responses:
         meta = by_key[canonical_href(r.href, BASE)]
         text = r.text(x.CALENDAR_DATA) or ""
         expected = (DATA / meta["file"]).read_bytes()
@@ -210,65 +228,80 @@ def test_recorded_sabredav_answer_tells_nothing_of_line_ends() -> None:
         assert restore_bytes(text, len(lf)) == lf  # stored LF: told by the length
 
 
+def _data_body(*texts: str, cdata: bool = False, eol: str = "\r\n") -> bytes:
+    """A multistatus of calendar-data ``texts``, lines of XML ended by ``eol``."""
+    def data(t: str) -> str:
+        return f"<![CDATA[{t}]]>" if cdata else t
+    return (f'<?xml version="1.0"?>{eol}<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+            + "".join(f"<D:response><D:href>/c/{n}.ics</D:href><D:propstat><D:prop><C:calendar-data>{data(t)}"
+                      f"</C:calendar-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>{eol}"
+                      for n, t in enumerate(texts))
+            + f"</D:multistatus>{eol}").encode()
+
+
+CRLF_ITEM = "BEGIN:VCALENDAR\r\nX-A:1\r\nEND:VCALENDAR\r\n"
+LF_ITEM = "BEGIN:VCALENDAR\nX-B:2\nEND:VCALENDAR\n"
+
+
 def test_line_ends_kept_per_item_in_one_answer() -> None:
     # A server that stores bytes as uploaded (SabreDAV, Xandikos) mixes CRLF and LF items.
-    crlf = "BEGIN:VCALENDAR\r\nX-A:1\r\nEND:VCALENDAR\r\n"
-    lf = "BEGIN:VCALENDAR\nX-B:2\nEND:VCALENDAR\n"
     bare_cr = "BEGIN:VCALENDAR\rX-C:3\rEND:VCALENDAR\r"
-    body = ('<?xml version="1.0"?>\r\n<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
-            + "".join(f"<D:response><D:href>/c/{n}.ics</D:href><D:propstat><D:prop><C:calendar-data>{t}"
-                      "</C:calendar-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>\r\n"
-                      for n, t in (("a", crlf), ("b", lf), ("c", bare_cr)))
-            + "</D:multistatus>").encode()
-    ms = x.parse_multistatus(body, "mixed", keep_cr=True)
-    assert ms.line_ends == x.KEPT
-    assert [r.text(x.CALENDAR_DATA) for r in ms.responses] == [crlf, lf, bare_cr]
-    # Without keep_cr the parser's end-of-line handling makes them all LF.
+    body = _data_body(CRLF_ITEM, LF_ITEM, bare_cr)
+    line_ends, responses = _data(body, "mixed")
+    assert line_ends == x.KEPT
+    assert [r.text(x.CALENDAR_DATA) for r in responses] == [CRLF_ITEM, LF_ITEM, bare_cr]
+    # The whole-tree parse does XML's end-of-line handling: all LF.
     assert {r.text(x.CALENDAR_DATA).count("\r") for r in x.parse_multistatus(body, "m").responses} == {0}
 
 
-@pytest.mark.parametrize(("body", "line_ends"), [
-    (b"<a>\r\n<b>x&#13;\ny</b></a>", x.KEPT),  # both spellings of a CR
-    (b"<a><b>x&#13;\ny</b></a>", x.KEPT),  # lxml writes CR as a reference (no literal CR)
-    (b"<a><b>x&#xD;\ny</b></a>", x.KEPT),
-    (b"<a><b>x\ny</b></a>", x.NO_CR),  # no CR anywhere
-    (b'<?xml version="1.0"?>\r\n<a><b>x\ny</b></a>\r\n', x.NO_CR),  # CRs only around the root
-    (b"<a><b><![CDATA[x\r\ny]]></b></a>", x.UNKNOWN),  # &#13; would stay literal in CDATA
-    (b'<a\r\n x="1"><b>x\r\ny</b></a>', x.UNKNOWN),  # a CR inside a tag: no reference allowed there
+@pytest.mark.parametrize(("body", "line_ends", "kept"), [
+    (_data_body(CRLF_ITEM), x.KEPT, True),
+    (_data_body(CRLF_ITEM, eol="\n").replace(b"\r", b"&#13;"), x.KEPT, True),  # lxml writes CR as a reference
+    (_data_body(CRLF_ITEM, eol="\n").replace(b"\r", b"&#xD;"), x.KEPT, True),
+    (_data_body(LF_ITEM, eol="\n"), x.NO_CR, False),  # no CR anywhere
+    # CRs between the elements survive too, but the data has none: LF, told item by item.
+    (_data_body(LF_ITEM), x.KEPT, False),
+    (_data_body(CRLF_ITEM, cdata=True), x.UNKNOWN, False),  # &#13; would stay literal in CDATA
+    (_data_body(CRLF_ITEM).replace(b"<D:response>", b"<D:response\r\n>", 1), x.UNKNOWN, False),  # CR in a tag
 ])
-def test_keep_carriage_returns(body: bytes, line_ends: str) -> None:
-    kept, told = x.keep_carriage_returns(body)
+def test_line_ends_of_an_answer(body: bytes, line_ends: str, kept: bool) -> None:
+    told, responses = _data(body)
     assert told == line_ends
-    text = x.parse_xml(kept, "t").findtext("b")
-    assert text is not None and text.replace("\r", "").replace("\n", "") == "xy"
-    assert ("\r\n" in text) == (line_ends == x.KEPT)
+    text = responses[0].text(x.CALENDAR_DATA) or ""
+    assert text.replace("\r", "") == CRLF_ITEM.replace("\r", "") or text == LF_ITEM
+    assert ("\r\n" in text) == kept
 
 
-def test_a_cr_the_rewrite_cannot_place_falls_back_to_the_parser() -> None:
-    # The last ">" closes a trailing comment: the CR before it is outside the root element.
-    body = (b'<D:multistatus xmlns:D="DAV:"><D:response><D:href>/c/a.ics</D:href></D:response>'
-            b"</D:multistatus>\r\n<!-- x -->")
-    ms = x.parse_multistatus(body, "trailing comment", keep_cr=True)
-    assert ms.line_ends == x.UNKNOWN and [r.href for r in ms.responses] == ["/c/a.ics"]
+def test_a_cr_before_a_trailing_comment_loses_nothing() -> None:
+    # The last ">" closes a trailing comment: the CR before it lies outside the root element.
+    body = _data_body(CRLF_ITEM) + b"<!-- x -->"
+    line_ends, responses = _data(body, "trailing comment")
+    assert line_ends == x.KEPT and [r.text(x.CALENDAR_DATA) for r in responses] == [CRLF_ITEM]
 
 
-def _answer(*texts: str) -> x.Multistatus:
-    return x.Multistatus([x.DavResponse(f"/c/{n}.ics", props={x.CALENDAR_DATA: t}) for n, t in enumerate(texts)],
-                         line_ends=x.KEPT if any("\r" in t for t in texts) else x.NO_CR)
+@pytest.mark.parametrize("body", [b"", b"  ", b"<D:error xmlns:D='DAV:'/>", _data_body(CRLF_ITEM)[:-60],
+                                  b'<!DOCTYPE m [<!ENTITY e "x">]>' + _data_body(CRLF_ITEM).split(b"\n", 1)[1]])
+def test_a_bad_data_answer_is_refused(body: bytes) -> None:
+    with pytest.raises(InvalidResponseError):
+        _data(body, "bad")
+
+
+def _infos(n: int) -> list[ItemInfo]:
+    return [ItemInfo(url=BASE + f"{i}.ics", key=canonical_href(f"/c/{i}.ics", BASE), etag=f'"{i}"')
+            for i in range(n)]
 
 
 def test_line_ends_are_learned_from_calendar_data_only() -> None:
     client = Client(DavSession())
-    lf = "BEGIN:VCALENDAR\nEND:VCALENDAR\n"
-    # KEPT from the XML around the data, with LF data: it says nothing of the server yet.
-    around = x.Multistatus([x.DavResponse("/c/a.ics", props={x.CALENDAR_DATA: lf})], line_ends=x.KEPT)
-    assert not client._line_ends(BASE, around)
-    assert client.keeps_line_ends is False, "an answer without CRs: SabreDAV 1.8 may have dropped them"
-    assert client._line_ends(BASE, _answer(lf.replace("\n", "\r\n"), lf))
+    # CRs in the XML around LF data say nothing of the server: it may be SabreDAV 1.8.
+    client._take(BASE, x.iter_data_answer(_data_body(LF_ITEM), "a"), _infos(1))
+    assert client.keeps_line_ends is False
+    got, _ = client._take(BASE, x.iter_data_answer(_data_body(CRLF_ITEM, LF_ITEM), "b"), _infos(2))
     assert client.keeps_line_ends is True
+    assert [d for _, _, d in got][0] == CRLF_ITEM.encode()
     # Known to keep CRs: an answer of LF items only is the server's LF, served as such.
-    assert client._line_ends(BASE, _answer(lf))
-    assert client.keeps_line_ends is True
+    got, _ = client._take(BASE, x.iter_data_answer(_data_body(LF_ITEM, eol="\n"), "c"), _infos(1))
+    assert got[0][2] == LF_ITEM.encode() and client.keeps_line_ends is True
 
 
 # --- data_mtime / parse_http_date -------------------------------------------------------------
