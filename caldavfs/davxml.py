@@ -368,40 +368,43 @@ def iter_data_answer(body: bytes, what: str) -> DataAnswer:
 
 
 def _stream(feeds: Iterator[bytes], tail: bytes, what: str) -> Iterator[DavResponse]:
-    parser = etree.XMLPullParser(events=("start", "end"), resolve_entities=False, no_network=True,
-                                 load_dtd=False, dtd_validation=False, remove_comments=True,
-                                 remove_pis=True, huge_tree=False)
-    state: list[Any] = []  # [root element, whether it closed]
+    # Only the ends of response elements come up to Python (``tag``, filtered by lxml itself).
+    parser = etree.XMLPullParser(events=("end",), tag=(_RESPONSE, "{DAV}response", _MULTISTATUS, "{DAV}multistatus"),
+                                 resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+                                 remove_comments=True, remove_pis=True, huge_tree=False)
+    seen_root: list[bool] = []
+    closed: list[bool] = []
 
     def parsed() -> Iterator[DavResponse]:
         events: Iterator[tuple[str, Any]] = parser.read_events()
-        for event, el in events:
-            if not state:
-                if _clark(el) != _MULTISTATUS:
-                    raise InvalidResponseError(f"{what}: expected a DAV:multistatus, got {el.tag!r}")
-                state[:] = [el, False]
+        for _, el in events:
+            parent = el.getparent()
+            if parent is None:
+                closed.append(True)  # the root's end: the rest is the epilog
                 continue
-            root = state[0]
-            if event == "end" and el is root:
-                state[1] = True
-            elif event == "end" and el.getparent() is root and _clark(el) == _RESPONSE:
-                yield from _parse_response(el, what)
-                el.clear()
-                while el.getprevious() is not None:  # what was parsed goes
-                    del root[0]
+            if parent.getparent() is not None:
+                continue  # not a child of the root
+            if not seen_root:
+                if _clark(parent) != _MULTISTATUS:
+                    raise InvalidResponseError(f"{what}: expected a DAV:multistatus, got {parent.tag!r}")
+                seen_root.append(True)
+            yield from _parse_response(el, what)
+            el.clear()
+            while el.getprevious() is not None:  # what was parsed goes
+                del parent[0]
 
     try:
         for data in itertools.chain(feeds, (tail,)):
             parser.feed(data)
             yield from parsed()
-        parser.close()
-        yield from parsed()
+        root = parser.close()
     except etree.XMLSyntaxError as exc:
         yield from parsed()  # what came before the fault
-        if not (state and state[1]):  # past the root (a CR before a trailing comment): all is here
+        if not closed:  # after the root's end (a CR before a trailing comment): all is here
             raise InvalidResponseError(f"{what}: malformed XML ({exc})") from exc
-    if not state:
-        raise InvalidResponseError(f"{what}: no XML element in the answer")
+        return
+    if _clark(root) != _MULTISTATUS:
+        raise InvalidResponseError(f"{what}: expected a DAV:multistatus, got {root.tag!r}")
 
 
 def parse_error_precondition(body: bytes) -> str:
