@@ -56,7 +56,7 @@ AHEAD_BATCHES = 2
 # with the size of a multiget (Radicale: 0.22 ms an item at 100, 0.16 at 500).
 AHEAD_GROWTH = 4
 # After listing a calendar of this many items, freed memory goes back to the system.
-TRIM_AFTER = 1000
+TRIM_AFTER = 2500
 _LIBC = ctypes.CDLL(None)
 
 # A reader that listed the root this recently is taken to walk the whole tree (rsync, find,

@@ -170,6 +170,14 @@ def test_recorded_multiget_restores_get_bytes(server: str) -> None:
     assert checked >= 5
 
 
+@pytest.fixture(params=["whole", "stream"])
+def parse_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Data answers are parsed whole below STREAM_ABOVE bytes and as a stream above: both ways."""
+    if request.param == "stream":
+        monkeypatch.setattr(x, "STREAM_ABOVE", 0)
+    return str(request.param)
+
+
 def _data(body: bytes, what: str = "answer") -> tuple[str, list[x.DavResponse]]:
     answer = x.iter_data_answer(body, what)
     return answer.line_ends, list(answer.responses)
@@ -177,7 +185,7 @@ def _data(body: bytes, what: str = "answer") -> tuple[str, list[x.DavResponse]]:
 
 @pytest.mark.parametrize("server", ["radicale", "xandikos"])
 @pytest.mark.parametrize("capture", ["multiget", "calendar_query"])
-def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, capture: str) -> None:
+def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, capture: str, parse_mode: str) -> None:
     # Radicale and Xandikos send calendar-data with literal CRLFs: kept, they are the GET bytes,
     # with no length to check against.
     line_ends, responses = _data((DATA / f"{server}_{capture}.xml").read_bytes(), capture)
@@ -198,12 +206,14 @@ def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, c
     assert checked >= (0 if capture == "calendar_query" else 5)
 
 
-def test_streamed_answer_equals_the_whole_parse() -> None:
+def test_streamed_answer_equals_the_whole_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(x, "STREAM_ABOVE", 0)
     for path in sorted(DATA.glob("*_multiget*.xml")) + sorted(DATA.glob("*_calendar_query.xml")):
         if path.name.endswith("_request.xml") or b"multistatus" not in path.read_bytes()[:400]:
             continue
         whole = x.parse_multistatus(path.read_bytes(), path.name).responses
         _, streamed = _data(path.read_bytes(), path.name)
+        assert [r.href for r in x.iter_multistatus(path.read_bytes(), path.name)] == [r.href for r in whole]
         assert [r.href for r in streamed] == [r.href for r in whole], path.name
         assert [r.status for r in streamed] == [r.status for r in whole], path.name
         for a, b in zip(streamed, whole, strict=True):
@@ -211,7 +221,7 @@ def test_streamed_answer_equals_the_whole_parse() -> None:
             assert (a.text(x.CALENDAR_DATA) or "").replace("\r\n", "\n") == (b.text(x.CALENDAR_DATA) or ""), path.name
 
 
-def test_recorded_sabredav_answer_tells_nothing_of_line_ends() -> None:
+def test_recorded_sabredav_answer_tells_nothing_of_line_ends(parse_mode: str) -> None:
     # SabreDAV 1.8 sends LF for items it stores with CRLF: only getcontentlength can tell.
     body = (DATA / "sabredav_multiget_found.xml").read_bytes()
     assert b"\r" not in body
@@ -243,7 +253,7 @@ CRLF_ITEM = "BEGIN:VCALENDAR\r\nX-A:1\r\nEND:VCALENDAR\r\n"
 LF_ITEM = "BEGIN:VCALENDAR\nX-B:2\nEND:VCALENDAR\n"
 
 
-def test_line_ends_kept_per_item_in_one_answer() -> None:
+def test_line_ends_kept_per_item_in_one_answer(parse_mode: str) -> None:
     # A server that stores bytes as uploaded (SabreDAV, Xandikos) mixes CRLF and LF items.
     bare_cr = "BEGIN:VCALENDAR\rX-C:3\rEND:VCALENDAR\r"
     body = _data_body(CRLF_ITEM, LF_ITEM, bare_cr)
@@ -264,7 +274,7 @@ def test_line_ends_kept_per_item_in_one_answer() -> None:
     (_data_body(CRLF_ITEM, cdata=True), x.UNKNOWN, False),  # &#13; would stay literal in CDATA
     (_data_body(CRLF_ITEM).replace(b"<D:response>", b"<D:response\r\n>", 1), x.UNKNOWN, False),  # CR in a tag
 ])
-def test_line_ends_of_an_answer(body: bytes, line_ends: str, kept: bool) -> None:
+def test_line_ends_of_an_answer(body: bytes, line_ends: str, kept: bool, parse_mode: str) -> None:
     told, responses = _data(body)
     assert told == line_ends
     text = responses[0].text(x.CALENDAR_DATA) or ""
@@ -272,7 +282,7 @@ def test_line_ends_of_an_answer(body: bytes, line_ends: str, kept: bool) -> None
     assert ("\r\n" in text) == kept
 
 
-def test_a_cr_before_a_trailing_comment_loses_nothing() -> None:
+def test_a_cr_before_a_trailing_comment_loses_nothing(parse_mode: str) -> None:
     # The last ">" closes a trailing comment: the CR before it lies outside the root element.
     body = _data_body(CRLF_ITEM) + b"<!-- x -->"
     line_ends, responses = _data(body, "trailing comment")
@@ -281,7 +291,7 @@ def test_a_cr_before_a_trailing_comment_loses_nothing() -> None:
 
 @pytest.mark.parametrize("body", [b"", b"  ", b"<D:error xmlns:D='DAV:'/>", _data_body(CRLF_ITEM)[:-60],
                                   b'<!DOCTYPE m [<!ENTITY e "x">]>' + _data_body(CRLF_ITEM).split(b"\n", 1)[1]])
-def test_a_bad_data_answer_is_refused(body: bytes) -> None:
+def test_a_bad_data_answer_is_refused(body: bytes, parse_mode: str) -> None:
     with pytest.raises(InvalidResponseError):
         _data(body, "bad")
 
@@ -291,7 +301,7 @@ def _infos(n: int) -> list[ItemInfo]:
             for i in range(n)]
 
 
-def test_line_ends_are_learned_from_calendar_data_only() -> None:
+def test_line_ends_are_learned_from_calendar_data_only(parse_mode: str) -> None:
     client = Client(DavSession())
     # CRs in the XML around LF data say nothing of the server: it may be SabreDAV 1.8.
     client._take(BASE, x.iter_data_answer(_data_body(LF_ITEM), "a"), _infos(1))
