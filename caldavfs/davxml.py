@@ -325,8 +325,10 @@ class DataAnswer:
 
 _FEED = 1 << 20  # bytes handed to the parser at a time
 # Answers smaller than this are parsed whole, which is faster; larger ones as a stream, which
-# holds no tree of the whole (4 MB: a calendar-query of about 2,500 items).
+# holds no tree of the whole: 4 MB of calendar-data (a query of about 2,500 items), 1 MB of a
+# listing (about 3,000 items), whose tree is larger for its size.
 STREAM_ABOVE = 4 << 20
+STREAM_LISTING_ABOVE = 1 << 20
 
 
 def _checked(body: bytes, what: str) -> bytes:
@@ -346,9 +348,9 @@ def _checked(body: bytes, what: str) -> bytes:
 
 
 def iter_multistatus(body: bytes, what: str) -> Iterator[DavResponse]:
-    """parse_multistatus's responses; a big answer (STREAM_ABOVE) is parsed as it is iterated
+    """parse_multistatus's responses; a big answer (STREAM_LISTING_ABOVE) is parsed as it is iterated
     (once), never as one tree, and raises InvalidResponseError where the XML turns out bad."""
-    if len(body) < STREAM_ABOVE:
+    if len(body) < min(STREAM_ABOVE, STREAM_LISTING_ABOVE):
         return iter(parse_multistatus(body, what).responses)
     body = _checked(body, what)
     view = memoryview(body)
