@@ -67,9 +67,12 @@ def test_worker_threads_keep_their_python_state(radicale: servers.Server,
         path.read_bytes()
     pids = daemon_pids(m.path)
     assert len(pids) == 1, pids
-    before = _minor_faults(pids[0])
-    for n in range(READS):
-        paths[n % len(paths)].read_bytes()  # OPEN, READ, READ (end of file), RELEASE
-    faults = _minor_faults(pids[0]) - before
-    # A thread state made per request costs a fresh mmap, so a page fault, each time: 4 a read.
-    assert faults < READS, f"{faults} page faults in the daemon for {READS} reads ({4 * READS} FUSE requests)"
+    rounds = []
+    for _ in range(3):  # the least of three: a busy machine takes pages back and faults them in again
+        before = _minor_faults(pids[0])
+        for n in range(READS):
+            paths[n % len(paths)].read_bytes()  # OPEN, READ, READ (end of file), RELEASE
+        rounds.append(_minor_faults(pids[0]) - before)
+    # A thread state made per request costs a fresh mmap, so a page fault, each time: 4 a read
+    # (about 2,000 faults for these reads without the pinning, measured; about 100 with it).
+    assert min(rounds) < 2 * READS, f"page faults in the daemon for {READS} reads ({4 * READS} FUSE requests): {rounds}"
