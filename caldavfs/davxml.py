@@ -350,7 +350,7 @@ def _checked(body: bytes, what: str) -> bytes:
 def iter_multistatus(body: bytes, what: str) -> Iterator[DavResponse]:
     """parse_multistatus's responses; a big answer (STREAM_LISTING_ABOVE) is parsed as it is iterated
     (once), never as one tree, and raises InvalidResponseError where the XML turns out bad."""
-    if len(body) < min(STREAM_ABOVE, STREAM_LISTING_ABOVE):
+    if len(body) < STREAM_LISTING_ABOVE:
         return iter(parse_multistatus(body, what).responses)
     body = _checked(body, what)
     view = memoryview(body)

@@ -175,6 +175,7 @@ def parse_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """Data answers are parsed whole below STREAM_ABOVE bytes and as a stream above: both ways."""
     if request.param == "stream":
         monkeypatch.setattr(x, "STREAM_ABOVE", 0)
+        monkeypatch.setattr(x, "STREAM_LISTING_ABOVE", 0)
     return str(request.param)
 
 
@@ -208,6 +209,7 @@ def test_recorded_answers_keep_line_ends_without_getcontentlength(server: str, c
 
 def test_streamed_answer_equals_the_whole_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(x, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(x, "STREAM_LISTING_ABOVE", 0)
     for path in sorted(DATA.glob("*_multiget*.xml")) + sorted(DATA.glob("*_calendar_query.xml")):
         if path.name.endswith("_request.xml") or b"multistatus" not in path.read_bytes()[:400]:
             continue
