@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from caldavfs import __version__
+from caldavfs import __version__, memory
 from caldavfs.cache import ContentCache
 from caldavfs.client import DEFAULT_BATCH, Client
 from caldavfs.credentials import Credentials, password_from_command, resolve_credentials
@@ -240,6 +240,7 @@ def serve(tree: Tree, mountpoint: str, args: argparse.Namespace, *, fsname: str,
     from caldavfs.fuselib import FUSE
     from caldavfs.writer import Writer
 
+    memory.limit_arenas()
     options = fuse_options(_parse_fuse_options(args.fuse_options), fsname)
     fuselib.quiet_known_noise()
     read_only = bool(args.read_only or options.get("ro"))

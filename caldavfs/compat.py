@@ -51,10 +51,16 @@ QUIRKS: tuple[Quirk, ...] = (
     Quirk("Radicale, DAViCal", "encode @ in hrefs, where Xandikos, Cyrus and SOGo don't",
           "hrefs are compared after normalising their percent-encoding", "client"),
     Quirk("Radicale", "works out getcontentlength by serialising each item on every PROPFIND "
-          "(a third of a listing's time); its collection getlastmodified covers its items'",
-          "once its calendar-data has shown CRs, listings ask no getcontentlength and bring the data "
-          "(one calendar-query); a folder's own stat comes from the home-set's getlastmodified, a "
-          "calendar is listed when something in it is asked", "client, tree"),
+          "(a third of a listing's time), and getetag by hashing it; its collection getlastmodified "
+          "covers its items'",
+          "a calendar listed cold comes in one calendar-query, then a PROPFIND for mtimes alone; a "
+          "folder's own stat comes from the home-set's getlastmodified, a calendar is listed when "
+          "something in it is asked", "client, tree"),
+    Quirk("Radicale", "answers two requests at once slower than one after the other (one process, one GIL)",
+          "a calendar's query and PROPFIND go one after the other; a walk sends the next calendar's "
+          "when the server has answered", "client, tree"),
+    Quirk("Radicale", "gzips every answer the client accepts gzip for (a fifth of a calendar-query's time)",
+          "a server on this machine is asked for uncompressed answers", "dav"),
     Quirk("Radicale", "getctag and sync-token asked together cost twice one of them",
           "after the first answer only the change tag the server has is asked for", "client"),
     Quirk("Radicale, Xandikos", "rewrite uploaded data (reorder, refold, add DTSTAMP)",

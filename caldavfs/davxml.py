@@ -7,6 +7,7 @@ into small dataclasses. This is the only module that imports lxml. No I/O here.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -221,7 +222,8 @@ def _clark(el: etree._Element) -> str:
 
 def _children(el: etree._Element, name: str) -> Iterator[etree._Element]:
     for child in el:
-        if _clark(child) == name:
+        tag = child.tag  # as _clark, inline: this runs for every element of every listing
+        if tag == name or (isinstance(tag, str) and tag.startswith("{DAV}") and "{DAV:}" + tag[5:] == name):
             yield child
 
 
@@ -231,6 +233,7 @@ def _first_text(el: etree._Element, name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)  # a handful of distinct lines, each met once per item
 def parse_status(line: str | None) -> int | None:
     """``HTTP/1.1 404 Not Found`` -> 404."""
     if not line:
@@ -247,7 +250,7 @@ def _prop_value(el: etree._Element) -> PropValue:
         return frozenset(_clark(c) for c in el if _clark(c))
     if name in _COMPONENT_PROPS:
         return tuple(str(c.get("name", "")).upper() for c in el if _clark(c).endswith("}comp"))
-    text = "".join(str(t) for t in el.itertext())
+    text = (el.text or "") if len(el) == 0 else "".join(str(t) for t in el.itertext())
     # calendar-data is served byte for byte: keep its whitespace. Others are trimmed.
     return text if name == CALENDAR_DATA else text.strip(_XML_SPACE)
 

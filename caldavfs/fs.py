@@ -119,6 +119,7 @@ class Handle:
     data: bytes = b""
     local: LocalFile | None = None
     started: bool = False  # the first read takes the version of that moment (see read)
+    changes: int = -1  # the tree's change count when ``data`` was read
 
 
 class CaldavFS(Operations):
@@ -243,7 +244,8 @@ class CaldavFS(Operations):
         held = self.writer.local(path)
         if held is not None:
             return self._new_handle(Handle(data=bytes(held.data)))
-        return self._new_handle(Handle(data=self.tree.read_file(path)))
+        changes = self.tree.changes  # before the read: a change during it counts
+        return self._new_handle(Handle(data=self.tree.read_file(path), changes=changes))
 
     @_errno_guard
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -257,7 +259,7 @@ class CaldavFS(Operations):
             # looked at st_size in between expects the new version. From here on this open file
             # keeps the version it started reading, whole.
             handle.started = True
-            if self.writer.local(path) is None:
+            if handle.changes != self.tree.changes and self.writer.local(path) is None:
                 handle.data = self.tree.read_file(path)
         return handle.data[offset:offset + size]
 

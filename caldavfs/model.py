@@ -6,10 +6,11 @@ import hashlib
 import re
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from caldavfs.client import CalendarInfo, ItemInfo
+from caldavfs.client import CalendarInfo, ItemInfo, WholeAnswer
 
 SECOND = 1_000_000_000
 META_DISPLAYNAME = "displayname"
@@ -69,6 +70,23 @@ class Item:
 
 
 @dataclass
+class Whole:
+    """A cold calendar's listing with its data, on its way (``Client.start_whole``), and the
+    calendar's change tag when it was sent: what the listing will be current for."""
+
+    answers: Future[WholeAnswer]
+    tag: str | None
+    sent_at: float
+
+    def failed(self) -> bool:
+        return self.answers.done() and not self.answers.cancelled() and self.answers.exception() is not None
+
+    def cancel(self) -> None:
+        """Not sent yet: never; else its answers are dropped."""
+        self.answers.cancel()
+
+
+@dataclass
 class Calendar:
     info: CalendarInfo
     name: str
@@ -100,6 +118,8 @@ class Calendar:
     last_batch: frozenset[str] = frozenset()
     ahead_marks: set[str] = field(default_factory=set)
     ahead_size: int = 0  # items in the last read-ahead request (it doubles, up to a bound)
+    # Its cold listing, sent ahead of a reader walking the tree (``Tree._send_ahead``).
+    sent_ahead: Whole | None = None
     # Files held by the write path (scratch files, items open for writing), by name.
     local: dict[str, Any] = field(default_factory=dict)
 

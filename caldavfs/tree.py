@@ -13,21 +13,19 @@ away. Thread-safe: FUSE calls this from many threads.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import quote, urlsplit
 
-from caldavfs import names
+from caldavfs import memory, names
 from caldavfs.cache import ContentCache
 from caldavfs.client import (
     CalendarInfo,
     Client,
     ItemInfo,
-    Query,
     SyncTokenError,
     canonical_href,
     data_mtime,
@@ -42,9 +40,11 @@ from caldavfs.errors import (
     ServerError,
     TransportError,
 )
-from caldavfs.model import META_COLOR, META_DISPLAYNAME, SECOND, Calendar, Item, Node, inode
+from caldavfs.model import META_COLOR, META_DISPLAYNAME, SECOND, Calendar, Item, Node, Whole, inode
 
 log = logging.getLogger(__name__)
+
+Fetched = tuple[ItemInfo, str, bytes]  # an item as asked, the etag the server sent, its bytes
 
 # After a failed refresh, wait this long before asking a silent server again, so that
 # every call does not block for a whole timeout while it is away.
@@ -57,7 +57,6 @@ AHEAD_BATCHES = 2
 AHEAD_GROWTH = 4
 # After listing a calendar of this many items, freed memory goes back to the system.
 TRIM_AFTER = 2500
-_LIBC = ctypes.CDLL(None)
 
 # A reader that listed the root this recently is taken to walk the whole tree (rsync, find,
 # tar): each calendar it lists gets the next one in name order listed behind it.
@@ -65,6 +64,8 @@ WALK_WINDOW = 60.0
 # How far in name order a walk's listings run ahead of the furthest calendar the reader listed:
 # rsync reads a folder ahead of the files it copies, and the server is slower than the reader.
 WALK_AHEAD = 2
+# A listing sent ahead of a walk is used within this many seconds, or sent again.
+SENT_AHEAD_FOR = 10.0
 
 
 class Tree:
@@ -102,10 +103,16 @@ class Tree:
         self._ahead_jobs: queue.SimpleQueue[tuple[Calendar, Item | None]] = queue.SimpleQueue()
         self._ahead_lock = threading.Lock()
         self._ahead_thread: threading.Thread | None = None
+        self._changes = 0
         self._walked_at = float("-inf")
         self._walk_reach = -1  # the furthest calendar, in name order, a walking reader listed
 
     # --- public API (what fs.py calls) ------------------------------------------------
+
+    @property
+    def changes(self) -> int:
+        """How many times what this tree shows has changed: unchanged, bytes read stay current."""
+        return self._changes
 
     def getattr(self, path: str) -> Node:
         parts = split_path(path)
@@ -124,6 +131,7 @@ class Tree:
         if not parts:
             cals = self._home()
             self._walked_at, self._walk_reach = self._clock(), -1
+            self._drop_unused_sent_ahead()  # from a walk before this one
             return [(c.name, Node("dir", c.ino, 0, c.shown_mtime, nlink=2)) for c in cals.values()]
         if len(parts) > 1:
             raise NotFoundError(f"{path}: not a directory")
@@ -198,6 +206,12 @@ class Tree:
         self._ensure_listed(cal)
         return bool(cal.items)
 
+    def _changed(self, paths: list[str]) -> None:
+        """Every change to what is shown goes through here, before it is served."""
+        if paths:
+            self._changes += 1
+            self.invalidate(paths)
+
     def invalidate_home(self) -> None:
         self._home_fresh_until = 0.0
 
@@ -244,7 +258,7 @@ class Tree:
             cal.touch()
         self._remember(key, etag, data)
         self._save_listing(cal)
-        self.invalidate([f"/{cal.name}/{name}", f"/{cal.name}", "/"])
+        self._changed([f"/{cal.name}/{name}", f"/{cal.name}", "/"])
         return etag
 
     def after_delete(self, cal: Calendar, name: str) -> None:
@@ -254,7 +268,7 @@ class Tree:
                 cal.by_key.pop(item.info.key, None)
             cal.touch()
         self._save_listing(cal)
-        self.invalidate([f"/{cal.name}", "/"])
+        self._changed([f"/{cal.name}", "/"])
 
     def xattrs(self, path: str) -> dict[str, str]:
         """What ``getfattr -d`` shows: where a node lives on the server and its version."""
@@ -352,7 +366,7 @@ class Tree:
         if self._home_loaded and (gone or set(fresh) != set(self._calendars)):
             gone.append("/")
         self._calendars = fresh
-        self.invalidate(gone)
+        self._changed(gone)
 
     def _calendar(self, name: str) -> Calendar:
         cal = self._home().get(name)
@@ -394,7 +408,7 @@ class Tree:
                 if was:
                     log.info("%s: the server's folder mtime is older than an item's; listing every "
                              "calendar for its folder's mtime", cal.name)
-                    self.invalidate([f"/{c.name}" for c in self._calendars.values()] + ["/"])
+                    self._changed([f"/{c.name}" for c in self._calendars.values()] + ["/"])
                 return
             self._folder_mtimes = True
         cal.server_folder_mtime = bool(self._folder_mtimes) and cal.info.mtime_ns is not None
@@ -410,8 +424,10 @@ class Tree:
             # Take the tag before listing: a change during the listing then shows next time.
             tag = cal.info.change_tag
             whole = self._start_whole(cal)
+            if whole is not None:
+                tag = whole.tag  # sent ahead: current as of then
             try:
-                infos = self._list(cal)
+                infos, got = self._list(cal, whole)
             except (TransportError, ServerError, InvalidResponseError) as exc:
                 if whole is not None:
                     whole.cancel()  # not sent yet: never; else its answer is dropped
@@ -425,13 +441,14 @@ class Tree:
                 if whole is not None:
                     whole.cancel()
                 raise
+            self._send_ahead(cal)  # a walk's next calendar, if not sent when the answers came in
             moved = self._apply_items(cal, infos)
             self._judge_folder_mtimes(cal)
             cal.listed_tag = tag
             cal.stale = False
             cal.listed = True
         try:
-            moved += self._complete_all(cal, whole)
+            moved += self._complete_all(cal, got)
         finally:
             # Also when the data could not be had: the new listing is what the kernel must see.
             if not cal.meta_mtime_ns:
@@ -441,13 +458,14 @@ class Tree:
             paths = [f"/{cal.name}/{name}" for name in moved]
             if cal.shown_mtime != folder_mtime:
                 paths += [f"/{cal.name}", "/"]
-            self.invalidate(paths)
+            self._changed(paths)
             if len(cal.by_key) >= TRIM_AFTER:
-                _give_back_memory()
+                memory.give_back()
 
-    def _list(self, cal: Calendar) -> dict[str, ItemInfo]:
-        """The calendar's members now: by sync-collection where that loses nothing, else by
-        PROPFIND Depth 1 (which alone carries getlastmodified on Radicale)."""
+    def _list(self, cal: Calendar, whole: Whole | None = None) -> tuple[dict[str, ItemInfo], list[Fetched]]:
+        """The calendar's members now, and the data that came with them: by sync-collection
+        where that loses nothing, else by PROPFIND Depth 1 (which alone carries getlastmodified
+        on Radicale), with the calendar-query of ``whole`` where it gives etags and sizes."""
         if cal.syncable and cal.server_mtimes is False:
             since = cal.sync_token if cal.listed else None
             try:
@@ -464,11 +482,15 @@ class Tree:
                     infos.pop(key, None)
                 infos.update(result.changed)
                 cal.sync_token = result.token
-                return infos
-        infos = self.client.list_items(cal.info.url)
+                return infos, []
+        got: list[Fetched] = []
+        if whole is not None:
+            infos, got = self.client.list_whole(cal.info.url, whole.answers)
+        else:
+            infos = self.client.list_items(cal.info.url)
         if infos:
             cal.server_mtimes = any(i.mtime_ns is not None for i in infos.values())
-        return infos
+        return infos, got
 
     def _apply_items(self, cal: Calendar, infos: dict[str, ItemInfo]) -> list[str]:
         """Install a listing; returns the names of items that changed or went away."""
@@ -568,31 +590,79 @@ class Tree:
         if self.disk is not None:
             self.disk.put(key, etag, data)
 
-    def _start_whole(self, cal: Calendar) -> Query | None:
-        """For a calendar listed cold whose listing will bring its data (``_complete_all``): the
-        calendar-query for it, sent now, alongside the listing's PROPFIND."""
-        if cal.listed or self.client.keeps_line_ends is False:
+    def _start_whole(self, cal: Calendar) -> Whole | None:
+        """For a calendar listed cold, whose listing brings its data (``Client.list_whole``): its
+        requests, sent now, or the ones sent ahead for it (``_send_ahead``). Not where the data's
+        line ends are known not to tell sizes (SabreDAV 1.8): a PROPFIND with getcontentlength
+        lists those, and reads fetch the data."""
+        sent, cal.sent_ahead = cal.sent_ahead, None
+        if sent is not None:
+            if not cal.listed and not sent.failed() and self._clock() - sent.sent_at < SENT_AHEAD_FOR:
+                return sent
+            sent.cancel()
+        if cal.listed or self.client.keeps_line_ends is False or (cal.syncable and cal.server_mtimes is False):
             return None
-        return self.client.start_query(cal.info.url)
 
-    def _complete_all(self, cal: Calendar, whole: Query | None = None) -> list[str]:
-        """Fetch the data of items whose size or mtime only the data can tell, before anything
-        is reported: a listing asks for no getcontentlength where the data's line ends tell the
-        size (``Client.keeps_line_ends``), and Xandikos sends no getlastmodified. A calendar
-        listed cold then comes whole in one calendar-query (``_fetch``). The first listing of a
-        mount brings its data too: that answer shows whether the next listings need the length.
+        def answered() -> None:
+            # The server is done with this calendar: a walking reader's next one goes now, while
+            # this side reads these answers (about 0.15 s per 1,700 items).
+            try:
+                self._send_ahead(cal)
+            except Exception:  # a bug: say so, but never fail the listing that called this
+                log.exception("%s: sending the next listing ahead failed unexpectedly", cal.name)
+
+        answers = self.client.start_whole(cal.info.url, answered)
+        return Whole(answers, cal.info.change_tag, self._clock()) if answers is not None else None
+
+    def _send_ahead(self, cal: Calendar) -> None:
+        """In a walk, send the next calendar's cold listing now, if the walk will list it: the
+        server then never waits for this side between two calendars. Listings sent ahead that
+        the walk never took are dropped (they hold a whole calendar's answer)."""
+        self._drop_unused_sent_ahead()
+        if not self._walking():
+            return
+        order = sorted(self._calendars)
+        at = order.index(cal.name) + 1 if cal.name in order else len(order)
+        nxt = self._calendars.get(order[at]) if at < len(order) else None
+        if nxt is None or nxt.listed or at > self._walk_reach + WALK_AHEAD:
+            return
+        if not nxt.lock.acquire(blocking=False):
+            return  # being listed already
+        try:
+            if not nxt.listed and nxt.sent_ahead is None:
+                nxt.sent_ahead = self._start_whole(nxt)
+        finally:
+            nxt.lock.release()
+
+    def _drop_unused_sent_ahead(self) -> None:
+        now = self._clock()
+        for cal in list(self._calendars.values()):
+            if cal.sent_ahead is not None and now - cal.sent_ahead.sent_at >= SENT_AHEAD_FOR \
+                    and cal.lock.acquire(blocking=False):
+                try:
+                    if cal.sent_ahead is not None and now - cal.sent_ahead.sent_at >= SENT_AHEAD_FOR:
+                        cal.sent_ahead.cancel()
+                        cal.sent_ahead = None
+                finally:
+                    cal.lock.release()
+
+    def _complete_all(self, cal: Calendar, got: list[Fetched]) -> list[str]:
+        """Keep the data that came with a listing (``got``: a cold calendar comes whole, see
+        ``_start_whole``), and fetch that of items whose size or mtime only the data can tell,
+        before anything is reported: a listing asks for no getcontentlength where the data's line
+        ends tell the size (``Client.keeps_line_ends``), and Xandikos sends no getlastmodified.
+        While those line ends are unknown, a listing fetches its data: the answer tells them.
         Returns the names of items dropped: gone from the server since the listing."""
         learn = self.client.keeps_line_ends is None
         with cal.fetch_lock:  # a reader of one of these waits for this, instead of fetching it again
+            if got:
+                self._keep(cal, got)
             with cal.lock:
                 listed = list(cal.by_key.values())
             missing = [i for i in listed if not i.complete or (learn and not self._has(i))]
-            if not missing:
-                if whole is not None:
-                    whole.cancel()
-                return []
             try:
-                self._fetch(cal, missing, whole=whole)
+                if missing:
+                    self._fetch(cal, missing)
             except CaldavfsError as exc:
                 if any(not i.complete for i in missing):
                     raise
@@ -759,17 +829,19 @@ class Tree:
         if self._walking() and at < self._walk_reach + WALK_AHEAD:
             self._queue_ahead(nxt, None)
 
-    def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None,
-               whole: Query | None = None) -> dict[str, bytes]:
+    def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None) -> dict[str, bytes]:
         """Fetch and remember the data of ``items``: by multiget in batches (of ``batch``), or for
-        more than a batch that is most of the calendar (one listed cold), by one calendar-query
-        of the whole calendar (``whole``, if one was started)."""
+        more than a batch that is most of the calendar, by one calendar-query of all of it."""
         infos = [i.info for i in items]
-        if whole is not None or (batch is None and len(infos) > self.client.batch
-                                 and 2 * len(infos) > len(cal.by_key)):
-            source = self.client.fetch_all(cal.info.url, infos, whole)
+        if batch is None and len(infos) > self.client.batch and 2 * len(infos) > len(cal.by_key):
+            source = self.client.fetch_all(cal.info.url, infos)
         else:
             source = self.client.fetch(cal.info.url, infos, batch)
+        return self._keep(cal, source)
+
+    def _keep(self, cal: Calendar, source: Iterable[Fetched]) -> dict[str, bytes]:
+        """Remember fetched data, and what it tells of its items (size; mtime where the server
+        sends none; a newer version than listed)."""
         found: dict[str, bytes] = {}
         moved: dict[str, None] = {}  # names whose etag or size the data changed, once each
         try:
@@ -801,17 +873,8 @@ class Tree:
                 found[info.key] = data
         finally:
             # Before any of these bytes are read: the kernel must not pair them with an old size.
-            self.invalidate([f"/{cal.name}/{name}" for name in moved])
+            self._changed([f"/{cal.name}/{name}" for name in moved])
         return found
-
-
-def _give_back_memory() -> None:
-    """Return the heap a big listing freed to the system: glibc keeps freed small blocks (the
-    parsed answer's strings, tens of MB at 5,000 items) as its own, and the next listing's peak
-    then comes on top of them (12 MB less at 20,000 items, measured)."""
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def _no_invalidate(paths: list[str]) -> None:

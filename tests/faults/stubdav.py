@@ -98,6 +98,7 @@ class FakeCalDAV:
     reports: list[list[str]] = field(default_factory=list)
     query_status: int | None = None  # answer calendar-query REPORTs with this status instead
     query_answers: dict[str, FakeItem] = field(default_factory=dict)  # href -> version a query gives
+    report_etags: bool = True  # False: REPORT answers carry calendar-data without getetag
     queries: int = 0
 
     def __post_init__(self) -> None:
@@ -186,8 +187,8 @@ class FakeCalDAV:
             return
         body = data if data is not None else item.data  # type: ignore[union-attr]
         etag = item.etag if item is not None else '"evil"'
-        _prop_response(ms, href, [_el(D, "getetag", etag),
-                                  _el(C, "calendar-data", body.decode("utf-8", "surrogateescape"))])
+        props = [_el(D, "getetag", etag)] if self.report_etags else []
+        _prop_response(ms, href, [*props, _el(C, "calendar-data", body.decode("utf-8", "surrogateescape"))])
 
     def report_answer(self, hrefs: list[str], versions: dict[str, FakeItem] | None = None) -> bytes:
         ms = _multistatus()

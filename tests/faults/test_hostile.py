@@ -335,6 +335,7 @@ def test_multiget_server_never_returns_an_item(caplog: pytest.LogCaptureFixture)
 
     with FakeCalDAV(items, report_filter=never_h2) as dav:
         tree = dav.tree()
+        tree.client.keeps_line_ends = False  # listed with getcontentlength: the listing alone shows h2
         names = [n for n, _ in tree.readdir("/work")]
         assert "h2.ics" in names
         for i in (0, 1, 3, 4):
@@ -342,6 +343,24 @@ def test_multiget_server_never_returns_an_item(caplog: pytest.LogCaptureFixture)
         with pytest.raises(CaldavfsError):
             tree.read_file("/work/h2.ics")
     assert "h2.ics" in caplog.text
+
+
+def test_a_cold_listing_drops_an_item_its_data_answers_leave_out(caplog: pytest.LogCaptureFixture) -> None:
+    """Listed cold, a calendar's sizes come from its data: an item that no data answer holds was
+    deleted meanwhile, as far as the mount can tell. It is not shown; the rest are, byte-exact."""
+    caplog.set_level(logging.INFO)
+    items = [FakeItem(f"/alice/work/h{i}.ics", ics(f"h{i}", pad=i)) for i in range(5)]
+
+    def never_h2(call: int, hrefs: list[str]) -> list[str]:
+        return [h for h in hrefs if not h.endswith("/h2.ics")]
+
+    with FakeCalDAV(items, report_filter=never_h2) as dav:
+        tree = dav.tree()
+        names = [n for n, _ in tree.readdir("/work")]
+        assert "h2.ics" not in names and {f"h{i}.ics" for i in (0, 1, 3, 4)} <= set(names)
+        for i in (0, 1, 3, 4):
+            assert tree.read_file(f"/work/h{i}.ics") == items[i].data
+    assert "1 listed items came with no data" in caplog.text
 
 
 def test_unasked_item_info_in_fetch_is_harmless() -> None:

@@ -98,17 +98,25 @@ def test_query_leaving_items_out_fetches_them_by_multiget() -> None:
         assert len(dav.reports) == before + 1 + len(multigets), "the reads asked nothing more"
 
 
-def test_a_started_query_with_an_older_version_is_not_served() -> None:
-    # The query goes out alongside the listing's PROPFIND: its answer may predate the listing.
+def test_a_query_older_than_its_listing_shows_its_version_and_the_next_listing_moves_on() -> None:
+    # The PROPFIND for mtimes goes once the query is answered: an item changed between the two
+    # shows the query's bytes and etag, never newer bytes under an older mtime. The next listing
+    # sees the new etag: the new bytes, under a later mtime than shown, so a backup copies them.
     items = _items(0, 3 * BATCH)
     old = FakeItem(items[5].href, ics("q5@caldavfs.test", "Before the change"), etag='"before"')
     with FakeCalDAV(items, query_answers={old.href: old}) as dav:
         tree = dav.tree(ttl=60, batch=BATCH)
         entries = dict(tree.readdir("/work"))
-        assert dav.queries == 1
-        assert dav.reports[1:] == [[items[5].href]], "the older version is fetched again by multiget"
-        assert entries["q05.ics"].size == len(items[5].data)
+        assert dav.queries == 1 and dav.reports[1:] == [], "listing and data came in one query"
+        assert entries["q05.ics"].size == len(old.data)
+        assert tree.read_file("/work/q05.ics") == old.data
+        assert tree.xattrs("/work/q05.ics")["user.caldav.etag"] == '"before"'
+
+        dav.query_answers.clear()
+        tree.mark_stale(tree.calendar("work"))
+        now = tree.getattr("/work/q05.ics")
         assert tree.read_file("/work/q05.ics") == items[5].data
+        assert now.size == len(items[5].data) and now.mtime_ns > entries["q05.ics"].mtime_ns
 
 
 def test_an_item_gone_while_listed_is_dropped_not_an_error() -> None:
@@ -123,3 +131,29 @@ def test_an_item_gone_while_listed_is_dropped_not_an_error() -> None:
         names = {n for n, _ in tree.readdir("/work")}  # no EIO for the one the server left out
         assert "q09.ics" not in names and {"q00.ics", "q08.ics", "q10.ics"} <= names
         assert tree.calendar("work").stale, "listed again on its next use"
+
+
+def _lf_item(name: str) -> FakeItem:
+    return FakeItem(f"/alice/work/{name}", ics(f"{name}@caldavfs.test", "Stored with bare LFs").replace(b"\r\n", b"\n"))
+
+
+def test_the_first_answer_tells_lf_items_from_crlf_ones_byte_exact() -> None:
+    # Nothing is known of the server's line ends yet, and the listing asks no lengths: an item
+    # without CRs (first in the answer) is LF as stored, because another item shows kept CRs.
+    lf = _lf_item("a-lf.ics")
+    with FakeCalDAV([lf, *_items(0, 3 * BATCH)]) as dav:
+        tree = dav.tree(ttl=60, batch=BATCH)
+        assert tree.client.keeps_line_ends is None
+        _check_all(tree, dav)
+        assert tree.client.keeps_line_ends is True
+        assert dict(tree.readdir("/work"))["a-lf.ics"].size == len(lf.data)
+        assert dav.queries == 1 and dav.reports[1:] == [], "listing and data came in one query"
+
+
+def test_data_without_etags_is_matched_to_a_full_listing_byte_exact() -> None:
+    # A query answer without getetag can't be keyed to a version: the calendar is listed again in
+    # full, and its items fetched by multiget under the listing's etags, byte-exact.
+    with FakeCalDAV([_lf_item("a-lf.ics"), *_items(0, 3 * BATCH)], report_etags=False) as dav:
+        tree = dav.tree(ttl=60, batch=BATCH)
+        tree.client.keeps_line_ends = True
+        _check_all(tree, dav)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from caldavfs.client import Client, ItemInfo, SyncResult, SyncTokenError
@@ -31,9 +33,9 @@ def _count_full_listings(tree: Tree) -> list[str]:
     calls: list[str] = []
     real = tree.client.list_items
 
-    def spy(url: str) -> dict[str, ItemInfo]:
+    def spy(url: str, **kw: Any) -> dict[str, ItemInfo]:
         calls.append(url)
-        return real(url)
+        return real(url, **kw)
 
     tree.client.list_items = spy  # type: ignore[method-assign]
     return calls

@@ -7,7 +7,10 @@ import json
 import random
 import string
 from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from lxml import etree
@@ -17,6 +20,8 @@ from caldavfs.client import (
     Client,
     ItemInfo,
     _canonical,
+    _path,
+    absolute_href,
     canonical_href,
     data_mtime,
     is_child,
@@ -50,13 +55,28 @@ def test_canonical_href_fast_path_agrees_with_the_full_one() -> None:
             return type(exc).__name__
 
     rng = random.Random(7)
-    alphabet = string.ascii_letters + string.digits + "_.~!$&'()*+,;=:@/-% ?#\u00e9\t"
+    alphabet = [*string.ascii_letters, *string.digits, *"_.~!$&'()*+,;=:@/-% ?#\u00e9\t\n",
+                "%40", "%2F", "%2f", "%e9", "%C3%A9", "%20", "%7E", "%3F", "%25", "%", "//", "/./", "/../"]
     bases = [BASE, "https://Example.COM:443/dav/cal/", "http://h:80/x/", "HTTP://H:8080"]
-    for _ in range(20000):
+    for _ in range(40000):
         tail = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
         href = rng.choice(["/", "", "//", "/./", "/../"]) + tail
         base = rng.choice(bases)
         assert outcome(canonical_href, href, base) == outcome(_canonical, href, base), (href, base)
+        assert absolute_href(href, base) == urljoin(base, href), (href, base)
+
+
+def test_url_path_fast_path_agrees_with_urlsplit() -> None:
+    rng = random.Random(3)
+    alphabet = [*string.ascii_letters, *"/:?#%@.;[] \t\n", "//", "http://", "https://h:8/", "%2F", "HTTP://"]
+    for _ in range(50000):
+        url = rng.choice(["", "http://", "https://", "http://h", "https://a.b:1/"]) + "".join(
+            rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        try:
+            want = urlsplit(url).path
+        except ValueError:
+            continue
+        assert _path(url) == want, url
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -357,9 +377,19 @@ def test_parse_http_date(value: str) -> None:
     assert parse_http_date(value) == _ns(2026, 11, 29, 21, 31, 28)
 
 
-@pytest.mark.parametrize("value", [None, "", "garbage", "Sun, 99 Foo 2026", "yesterday"])
+@pytest.mark.parametrize("value", [None, "", "garbage", "Sun, 99 Foo 2026", "yesterday",
+                                   "Sun, 31 Feb 2026 00:00:00 GMT", "Sun, 29 Foo 2026 21:31:28 GMT"])
 def test_parse_http_date_garbage(value: str | None) -> None:
     assert parse_http_date(value) is None
+
+
+def test_parse_http_date_fast_path_agrees_with_the_email_parser() -> None:
+    # RFC 9110's fixed form is read without email.utils: the same instant, for any date in it.
+    rng = random.Random(5)
+    for _ in range(5000):
+        when = datetime.fromtimestamp(rng.randint(0, 4_000_000_000), tz=timezone.utc)
+        value = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
+        assert parse_http_date(value) == int(parsedate_to_datetime(value).timestamp()) * 1_000_000_000, value
 
 
 # --- multiget batching against a scripted server -------------------------------------------------

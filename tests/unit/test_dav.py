@@ -7,7 +7,7 @@ import time
 import pytest
 
 from caldavfs import errors as E
-from caldavfs.dav import DavSession, error_for
+from caldavfs.dav import DavSession, error_for, on_this_machine
 from tests.httpstub import Reply, Request, Stub
 
 MS = b'<?xml version="1.0"?><multistatus xmlns="DAV:"/>'
@@ -184,3 +184,25 @@ def test_request_headers() -> None:
         assert req.headers["Depth"] == "1"
         assert req.headers["Content-Type"].startswith("application/xml")
         assert req.headers["User-Agent"].startswith("caldavfs/")
+
+
+@pytest.mark.parametrize(("url", "local"), [
+    ("http://127.0.0.1:5232/", True), ("http://127.8.9.1/dav/", True), ("http://localhost:8080/", True),
+    ("https://LOCALHOST/", True), ("http://[::1]:5232/", True), ("http://cal.localhost/", True),
+    ("https://caldav.icloud.com/", False), ("http://192.168.1.2/", False), ("http://10.0.0.1/", False),
+    ("http://localhost.example.com/", False), ("http://[::2]/", False),
+])
+def test_on_this_machine_by_name_only(url: str, local: bool) -> None:
+    assert on_this_machine(url) is local
+
+
+def test_a_server_on_this_machine_is_asked_for_uncompressed_answers() -> None:
+    seen: list[str] = []
+
+    def handler(req: Request) -> Reply:
+        seen.append(req.headers.get("Accept-Encoding", ""))
+        return Reply(200, b"ok")
+
+    with Stub(handler) as stub:
+        DavSession(timeout=5).request("GET", stub.url)
+    assert seen == ["identity"]
