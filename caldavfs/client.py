@@ -612,14 +612,17 @@ class Client:
         the data of its items.
 
         Items the query and the multigets behind it leave out were deleted meanwhile and are
-        not listed. Where the query failed, its data's line ends can't tell sizes (no CR shown
-        yet: SabreDAV 1.8), or it came without etags, the calendar is listed again in full (with
-        getcontentlength where needed) and what data can be is matched to that listing.
+        not listed. A query that got no answer fails the listing (the server is away). Where the
+        query was refused, its data's line ends can't tell sizes (no CR shown yet: SabreDAV 1.8),
+        or it came without etags, the calendar is listed again in full (with getcontentlength
+        where needed) and what data can be is matched to that listing.
         """
         answer = started.result()
         if isinstance(answer.query, CaldavfsError) or answer.listing is None:
             if isinstance(answer.query, CaldavfsError):
                 self._query_failed(calendar_url, answer.query)
+                if isinstance(answer.query, TransportError):
+                    raise answer.query  # the server is away: a PROPFIND now would wait as long again
             return self.list_items(calendar_url), []
         lite = answer.listing
         got: list[tuple[ItemInfo, str, bytes]] = []

@@ -190,24 +190,38 @@ _XML_SPACE = " \t\r\n"
 
 def parse_xml(body: bytes, what: str) -> etree._Element:
     """Parse untrusted bytes; ``what`` names the answer in error messages."""
-    if not body.strip():
-        raise InvalidResponseError(f"{what}: empty answer where XML was expected")
+    _refuse_empty(body, what)
     try:
         doc = etree.fromstring(body, _parser()).getroottree()
     except etree.XMLSyntaxError as exc:
-        cleaned = _CONTROL.sub(b"", body)
+        cleaned = _without_controls(body, what)
         if cleaned == body:
             raise InvalidResponseError(f"{what}: malformed XML ({exc})") from exc
-        log.warning("%s: removed control characters the server put into its XML", what)
         try:
             doc = etree.fromstring(cleaned, _parser()).getroottree()
         except etree.XMLSyntaxError as exc2:
             raise InvalidResponseError(f"{what}: malformed XML ({exc2})") from exc2
-    # WebDAV never needs a DTD; one in an answer is an attack or a misconfigured proxy.
     info: Any = doc.docinfo
     if info.doctype or info.internalDTD is not None:
-        raise InvalidResponseError(f"{what}: answer carries a DOCTYPE, refused")
+        raise _doctype_refused(what)
     return doc.getroot()
+
+
+def _refuse_empty(body: bytes, what: str) -> None:
+    if not body.strip():
+        raise InvalidResponseError(f"{what}: empty answer where XML was expected")
+
+
+def _without_controls(body: bytes, what: str) -> bytes:
+    cleaned = _CONTROL.sub(b"", body)
+    if cleaned != body:
+        log.warning("%s: removed control characters the server put into its XML", what)
+    return cleaned
+
+
+def _doctype_refused(what: str) -> InvalidResponseError:
+    # WebDAV never needs a DTD; one in an answer is an attack or a misconfigured proxy.
+    return InvalidResponseError(f"{what}: answer carries a DOCTYPE, refused")
 
 
 def _clark(el: etree._Element) -> str:
@@ -336,17 +350,13 @@ STREAM_LISTING_ABOVE = 1 << 20
 
 def _checked(body: bytes, what: str) -> bytes:
     """What parse_xml checks before and around parsing, for a body parsed as a stream."""
-    if not body.strip():
-        raise InvalidResponseError(f"{what}: empty answer where XML was expected")
-    if _CONTROL.search(body):
-        log.warning("%s: removed control characters the server put into its XML", what)
-        body = _CONTROL.sub(b"", body)
+    _refuse_empty(body, what)
+    body = _without_controls(body, what)
     first = _ELEMENT_START.search(body)
     if first is None:
         raise InvalidResponseError(f"{what}: no XML element in the answer")
     if b"<!DOCTYPE" in body[:first.start()]:
-        # WebDAV never needs a DTD; one in an answer is an attack or a misconfigured proxy.
-        raise InvalidResponseError(f"{what}: answer carries a DOCTYPE, refused")
+        raise _doctype_refused(what)
     return body
 
 

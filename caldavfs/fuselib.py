@@ -92,7 +92,6 @@ class PlusFUSE(mfusepy.FUSE):
                 break  # the kernel's buffer is full: it asks again from the last offset
         return 0
 
-
     def open(self, path: bytes, fip: Any) -> int:
         """mfusepy's open, and no FLUSH on close for a file opened only to read (libfuse 3.11+,
         Linux 5.16+): nothing to upload, and one kernel round trip less per file read."""

@@ -619,12 +619,8 @@ class Tree:
         server then never waits for this side between two calendars. Listings sent ahead that
         the walk never took are dropped (they hold a whole calendar's answer)."""
         self._drop_unused_sent_ahead()
-        if not self._walking():
-            return
-        order = sorted(self._calendars)
-        at = order.index(cal.name) + 1 if cal.name in order else len(order)
-        nxt = self._calendars.get(order[at]) if at < len(order) else None
-        if nxt is None or nxt.listed or at > self._walk_reach + WALK_AHEAD:
+        at, nxt = self._next_calendar(cal)
+        if nxt is None or nxt.listed or not self._walk_wants(at):
             return
         if not nxt.lock.acquire(blocking=False):
             return  # being listed already
@@ -815,9 +811,7 @@ class Tree:
         """List the calendar after ``cal`` in name order (readers walk the tree in that order),
         unless it is listed and fresh. In a walk, go on to the one after, up to WALK_AHEAD
         calendars past the furthest one the reader listed."""
-        order = sorted(self._calendars)
-        at = order.index(cal.name) + 1 if cal.name in order else len(order)
-        nxt = self._calendars.get(order[at]) if at < len(order) else None
+        at, nxt = self._next_calendar(cal)
         if nxt is None:
             return
         if not nxt.listed or nxt.stale:
@@ -826,8 +820,20 @@ class Tree:
             except CaldavfsError as exc:
                 log.info("%s: read-ahead listing failed: %s", nxt.name, exc)
                 return
-        if self._walking() and at < self._walk_reach + WALK_AHEAD:
+        if self._walk_wants(at + 1):
             self._queue_ahead(nxt, None)
+
+    def _next_calendar(self, cal: Calendar) -> tuple[int, Calendar | None]:
+        """The calendar after ``cal`` in name order (readers walk the tree in that order), and
+        its place in that order."""
+        order = sorted(self._calendars)
+        at = order.index(cal.name) + 1 if cal.name in order else len(order)
+        return at, (self._calendars.get(order[at]) if at < len(order) else None)
+
+    def _walk_wants(self, at: int) -> bool:
+        """Whether a walking reader will soon list the calendar at place ``at`` in name order:
+        up to WALK_AHEAD past the furthest one it listed."""
+        return self._walking() and at <= self._walk_reach + WALK_AHEAD
 
     def _fetch(self, cal: Calendar, items: list[Item], batch: int | None = None) -> dict[str, bytes]:
         """Fetch and remember the data of ``items``: by multiget in batches (of ``batch``), or for

@@ -165,3 +165,17 @@ def test_tree_keeps_serving_when_server_goes_silent() -> None:
             assert [c for c in tree.readdir("/")] and tree.getattr("/work").kind == "dir"
             assert time.monotonic() - started < 1.5 + 2
         assert tree.client.session.reachable is False
+
+
+def test_a_cold_listing_of_a_silent_server_fails_within_one_timeout() -> None:
+    # The calendar's query goes first: when it gets no answer, the server is away, and the
+    # listing says so (EIO) instead of sending its PROPFIND into the same silence.
+    items = [FakeItem(f"/alice/work/s{i}.ics", ics(f"s{i}", pad=i)) for i in range(3)]
+    with FakeCalDAV(items) as dav:
+        tree = dav.tree(ttl=60, timeout=1.5)
+        assert [n for n, _ in tree.readdir("/")] == ["work"]
+        dav.silent = True
+        started = time.monotonic()
+        with pytest.raises(TransportError):
+            tree.readdir("/work")
+        assert time.monotonic() - started < 1.5 + 1
