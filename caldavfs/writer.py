@@ -336,7 +336,11 @@ class Writer:
             return
         # rsync's and sed's temp file onto NAME.ics: upload, replacing what is there.
         existing = self.tree.item(new_cal, new_name)
-        self._upload(new_cal, new_name, bytes(lf.data), self.tree.base_etag(existing))
+        with lf.lock:
+            lf.base_etag = self._upload(new_cal, new_name, bytes(lf.data), self.tree.base_etag(existing))
+            # The kernel may release the temp file after this rename, under its new name: what
+            # is uploaded is not uploaded again (as a new file, which the server would refuse).
+            lf.dirty = False
         del old_cal.local[old_name]
         self._carry_mtime(new_cal, new_name, lf)
 

@@ -212,3 +212,31 @@ def test_statfs_and_unknown_xattrs(fs: CaldavFS) -> None:
     assert fs.statfs("/")["f_namemax"] == 255
     assert _errno(lambda: fs.getxattr("/work/weekly.ics", "security.selinux")) == errno.ENODATA
     assert _errno(lambda: fs.getxattr("/work/weekly.ics", "system.posix_acl_access")) == errno.ENODATA
+
+
+@pytest.mark.parametrize("temp", ["sedAb12Cd", ".team meeting.ics.Xy12Zq"])  # sed -i's, rsync's
+def test_a_temp_file_released_after_its_rename_is_not_uploaded_again(
+        fresh_server: servers.Server, tmp_path: Path, temp: str) -> None:
+    """close(2) returns after FLUSH; the kernel sends RELEASE later, and after a rename it names the
+    file by its new name. The bytes the rename uploaded must not be uploaded a second time then (as a
+    new file: 412, and a copy in the conflicts folder although nothing failed)."""
+    srv = fresh_server
+    client = Client(DavSession(username=srv.username, password=srv.password, timeout=10))
+    tree = Tree(client, client.discover(srv.base_url).home_url)
+    ops = CaldavFS(tree, Writer(tree, tmp_path / "conflicts"))
+    target = "/work/team meeting.ics"
+    body = _read_all(ops, target).replace(b"SUMMARY:Team meeting", b"SUMMARY:Team lunch")
+    assert b"SUMMARY:Team lunch" in body
+
+    fh = ops.create(f"/work/{temp}", 0o600)
+    assert ops.write(f"/work/{temp}", body, 0, fh) == len(body)
+    ops.flush(f"/work/{temp}", fh)  # close(2)
+    ops.rename(f"/work/{temp}", target)
+    ops.release(target, fh)  # the kernel's late RELEASE, under the new name
+
+    assert not (tmp_path / "conflicts").exists()
+    stored = servers.get_item(srv, servers.item_url(srv.dataset["work"].url, "team meeting.ics"))
+    assert b"SUMMARY:Team lunch" in stored
+    assert _read_all(ops, target) == stored
+    listed = {e if isinstance(e, str) else e[0] for e in ops.readdir("/work", 0)}
+    assert "team meeting.ics" in listed and temp not in listed
