@@ -18,7 +18,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -246,13 +247,31 @@ def serve(tree: Tree, mountpoint: str, args: argparse.Namespace, *, fsname: str,
     read_only = bool(args.read_only or options.get("ro"))
     writer = Writer(tree, cache_dir(args) / "conflicts", read_only=read_only)
     try:
-        FUSE(CaldavFS(tree, writer, on_ready=on_ready), mountpoint, foreground=True, **options)
+        with _signals_to_libfuse():
+            FUSE(CaldavFS(tree, writer, on_ready=on_ready), mountpoint, foreground=True, **options)
     except RuntimeError as exc:
         # libfuse 3's fuse_main returns 8 when SIGTERM, SIGINT or SIGHUP ended its loop (it
         # unmounted first): the way a foreground mount is meant to end, not a failure.
         if fuselib.LIBFUSE_MAJOR < 3 or exc.args != (8,):
             raise
         log.info("unmounted on a signal")
+
+
+@contextlib.contextmanager
+def _signals_to_libfuse() -> Iterator[None]:
+    """libfuse unmounts and ends its loop on SIGTERM and SIGHUP only where no handler is set: it
+    leaves a program's own alone (the demo's, which stops its server if set-up is cut short), and
+    Python's would wait for the loop to end. Hand them to libfuse for the loop (mfusepy does so for
+    SIGINT), and take them back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
 
 
 def cache_dir(args: argparse.Namespace) -> Path:
@@ -356,7 +375,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"        cat {mountpoint}/work/displayname; echo\n"
                   f"        grep -rl 'Dentist' {mountpoint}\n"
                   f"        rsync -a {mountpoint}/ /tmp/calendar-backup/\n"
-                  f"  Ctrl-C unmounts and stops the server.", flush=True)
+                  f"  Ctrl-C unmounts, stops the server and removes its files.", flush=True)
 
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         serve(tree, mountpoint, args, fsname=f"caldavfs:{server.url}", on_ready=ready)

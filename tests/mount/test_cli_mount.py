@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -140,3 +142,49 @@ def test_password_not_in_ps_or_debug_log(radicale: servers.Server, mount_factory
     assert secret not in log
     assert basic not in log
     assert "Authorization" not in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_demo_mounts_sample_calendars_and_ends_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    """The README's first command (`scripts/demo` runs `caldavfs demo`): a local Radicale with sample
+    calendars, mounted; Ctrl-C or `kill` unmounts it, stops the server and removes its files."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    scratch = tmp_path / "tmp"  # the demo's server storage goes into $TMPDIR
+    scratch.mkdir()
+    env = {**cli_env(None, tmp_path / "cache"), "TMPDIR": str(scratch)}
+    proc = subprocess.Popen([CALDAVFS, "demo", str(mnt), "--items", "30"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_mounted(proc, mnt)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.search(r"Radicale at (http://127\.0\.0\.1:(\d+)/)", first)
+        assert match and f"mounted at {mnt}" in first, first
+        port = int(match.group(2))
+        calendars = sorted(os.listdir(mnt))
+        assert calendars == ["home", "tasks", "work"], calendars
+        files = [mnt / c / f for c in calendars for f in os.listdir(mnt / c) if f.endswith(".ics")]
+        assert len(files) == 30
+        for f in files:
+            data = f.read_bytes()
+            assert data.startswith(b"BEGIN:VCALENDAR") and len(data) == f.stat().st_size, f
+        assert any(scratch.iterdir())
+
+        proc.send_signal(sig)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"caldavfs demo did not exit within 15 s of {sig.name}") from None
+        assert not is_mounted(mnt), f"{mnt} is still mounted after {sig.name}"
+        assert proc.returncode == 0, (proc.returncode, err)
+        assert TRACEBACK not in err, err
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the demo's Radicale stopped with it
+        assert list(scratch.iterdir()) == []  # and its storage is gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        unmount(mnt)
