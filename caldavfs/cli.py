@@ -57,6 +57,10 @@ DEFAULT_FUSE_OPTIONS: dict[str, str | bool] = {
     # Reads go to the daemon, which serves each open file the one version it opened: the kernel's
     # page cache would otherwise mix versions of an item that changed while it was being read.
     "direct_io": True,
+    # A file removed or renamed over while open is gone at once, as on a disk; without this
+    # libfuse renames it to .fuse_hiddenN, which here would DELETE the item before its
+    # replacement is uploaded (sed -i while the file is open elsewhere).
+    "hard_remove": True,
     "subtype": "caldavfs",
 }
 

@@ -120,6 +120,7 @@ class Handle:
     local: LocalFile | None = None
     started: bool = False  # the first read takes the version of that moment (see read)
     changes: int = -1  # the tree's change count when ``data`` was read
+    ino: int = 0  # its inode, once stat'ed: fstat(2) after the file was removed (hard_remove)
 
 
 class CaldavFS(Operations):
@@ -184,10 +185,13 @@ class CaldavFS(Operations):
     # --- read path ------------------------------------------------------------------
 
     @_errno_guard
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
-        attrs = self._stat(self.tree.getattr(path))
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
         handle = self._handles.get(fh) if fh is not None else None
+        if path is None:
+            return self._removed_stat(handle)
+        attrs = self._stat(self.tree.getattr(path))
         if handle is not None:
+            handle.ino = attrs["st_ino"]
             # fstat(2) on an open file: the size of the bytes this open file reads, even when
             # the item changed on the server since (the kernel re-asks before reading past it).
             size = len(handle.local.data) if handle.local is not None else len(handle.data)
@@ -197,6 +201,14 @@ class CaldavFS(Operations):
                 self.tree.invalidate([path])
             attrs["st_size"], attrs["st_blocks"] = size, (size + 511) // 512
         return attrs
+
+    def _removed_stat(self, handle: Handle | None) -> dict[str, int]:
+        """fstat(2) of an open file removed or replaced since (libfuse gives no path then)."""
+        if handle is None:
+            raise FuseOSError(errno.EBADF)
+        size = len(handle.local.data) if handle.local is not None else len(handle.data)
+        mtime = handle.local.mtime_ns if handle.local is not None else 0
+        return {**self._stat(Node("file", handle.ino, size, mtime)), "st_nlink": 0}
 
     @_errno_guard
     def readdir(self, path: str, fh: int) -> list[Any]:
@@ -248,9 +260,11 @@ class CaldavFS(Operations):
         return self._new_handle(Handle(data=self.tree.read_file(path), changes=changes))
 
     @_errno_guard
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
         handle = self._handles.get(fh)
         if handle is None:
+            if path is None:
+                raise FuseOSError(errno.EBADF)
             return self.tree.read_file(path)[offset:offset + size]
         if handle.local is not None:
             return bytes(handle.local.data[offset:offset + size])
@@ -259,17 +273,17 @@ class CaldavFS(Operations):
             # looked at st_size in between expects the new version. From here on this open file
             # keeps the version it started reading, whole.
             handle.started = True
-            if handle.changes != self.tree.changes and self.writer.local(path) is None:
+            if path is not None and handle.changes != self.tree.changes and self.writer.local(path) is None:
                 handle.data = self.tree.read_file(path)
         return handle.data[offset:offset + size]
 
     @_errno_guard
-    def release(self, path: str, fh: int) -> int:
+    def release(self, path: str | None, fh: int) -> int:
         with self._lock:
             handle = self._handles.pop(fh, None)
         if handle is not None and handle.local is not None:
             try:
-                self.writer.flush(path, handle.local)
+                self.writer.flush(path, handle.local, last=True)
             finally:
                 self.writer.release(path, handle.local)
         return 0
@@ -317,12 +331,12 @@ class CaldavFS(Operations):
         return self.writer.write(local, data, offset)
 
     @_errno_guard
-    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         self.writer.truncate(path, length, self._local(fh))
         return 0
 
     @_errno_guard
-    def flush(self, path: str, fh: int) -> int:
+    def flush(self, path: str | None, fh: int) -> int:
         # close(2) returns what flush returns: a failed upload reaches the program here.
         local = self._local(fh)
         if local is not None:
@@ -330,7 +344,7 @@ class CaldavFS(Operations):
         return 0
 
     @_errno_guard
-    def fsync(self, path: str, datasync: int, fh: int) -> int:
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         return self.flush(path, fh)
 
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
@@ -362,10 +376,10 @@ class CaldavFS(Operations):
         return 0
 
     @_errno_guard
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> int:
         if self.writer.read_only:
             raise FuseOSError(errno.EROFS)
-        if times is not None:
+        if times is not None and path is not None:  # None: a removed file, whose time nobody sees
             self.writer.set_mtime(path, times[1])
         return 0
 

@@ -92,6 +92,11 @@ class PlusFUSE(mfusepy.FUSE):
                 break  # the kernel's buffer is full: it asks again from the last offset
         return 0
 
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        """ftruncate(2) names its open file: mfusepy passes only the path, which is None once
+        the file was removed, and may be another file's since a rename."""
+        return int(self.ftruncate(path, length, fip))
+
     def open(self, path: bytes, fip: Any) -> int:
         """mfusepy's open, and no FLUSH on close for a file opened only to read (libfuse 3.11+,
         Linux 5.16+): nothing to upload, and one kernel round trip less per file read."""

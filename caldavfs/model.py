@@ -8,7 +8,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from caldavfs.client import CalendarInfo, ItemInfo, WholeAnswer
 
@@ -87,6 +87,19 @@ class Whole:
 
 
 @dataclass
+class LocalFile:
+    """Bytes held here: a scratch file, or an item or metadata file open for writing."""
+
+    data: bytearray
+    mtime_ns: int
+    base_etag: str | None = None  # the item's etag when it was opened: If-Match for the upload
+    dirty: bool = False
+    refs: int = 0
+    user_mtime: int | None = None  # set with utimens: carried to the item it becomes (rsync)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
 class Calendar:
     info: CalendarInfo
     name: str
@@ -121,7 +134,7 @@ class Calendar:
     # Its cold listing, sent ahead of a reader walking the tree (``Tree._send_ahead``).
     sent_ahead: Whole | None = None
     # Files held by the write path (scratch files, items open for writing), by name.
-    local: dict[str, Any] = field(default_factory=dict)
+    local: dict[str, LocalFile] = field(default_factory=dict)
 
     @property
     def shown_mtime(self) -> int:
@@ -130,6 +143,16 @@ class Calendar:
         if self.server_folder_mtime and self.info.mtime_ns is not None:
             return max(self.mtime_ns, self.info.mtime_ns)
         return self.mtime_ns
+
+    def shown_local(self, name: str) -> LocalFile | None:
+        """The held file the mount shows under ``name``: one with bytes not yet on the server, or
+        one the server has no item for (scratch files, a new empty file). Once uploaded, the
+        server's version is shown, as it will be after the kernel's RELEASE: servers rewrite
+        what they store, and a stat between close(2) and RELEASE must not say otherwise."""
+        lf = self.local.get(name)
+        if lf is None or lf.dirty or name not in self.items:
+            return lf
+        return None
 
     def touch(self) -> None:
         """Something in the calendar changed: its folder mtime moves (khal's ctag)."""

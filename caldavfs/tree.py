@@ -145,10 +145,12 @@ class Tree:
         with cal.lock:
             items = sorted(cal.items.values(), key=lambda i: i.name)
         for item in items:
-            if item.name not in cal.local:
+            if cal.shown_local(item.name) is None:
                 self._ensure_complete(cal, item)
                 entries.append((item.name, self._item_node(item)))
         for name in list(cal.local):
+            if cal.shown_local(name) is None:
+                continue  # uploaded: listed above, as the server has it
             try:
                 entries.append((name, self._child_node(cal, name)))
             except NotFoundError:
@@ -162,7 +164,7 @@ class Tree:
             raise NotFoundError(f"{path}: no such file")
         cal = self._calendar(parts[0])
         self._ensure_listed(cal)
-        lf = cal.local.get(parts[1])
+        lf = cal.shown_local(parts[1])
         if lf is not None:
             return bytes(lf.data)
         meta = cal.meta()
@@ -682,7 +684,7 @@ class Tree:
 
     def _child_node(self, cal: Calendar, name: str) -> Node:
         self._ensure_listed(cal)
-        lf = cal.local.get(name)
+        lf = cal.shown_local(name)
         if lf is not None:
             # The inode the item has (or will have once uploaded): vim refuses to save a file
             # whose inode changed while it was writing it (E949).

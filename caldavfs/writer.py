@@ -16,7 +16,6 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,13 +35,14 @@ from caldavfs.errors import (
     RejectedError,
     ServerError,
 )
-from caldavfs.model import META_COLOR, META_DISPLAYNAME, Calendar
+from caldavfs.model import META_COLOR, META_DISPLAYNAME, Calendar, LocalFile
 from caldavfs.tree import Tree, split_path
 
 log = logging.getLogger(__name__)
 
 _COLOR = re.compile(r"#[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?")
 _CALENDAR_START = re.compile(rb"^(\xef\xbb\xbf)?\s*BEGIN:VCALENDAR", re.I)
+_CALENDAR_END = re.compile(rb"END:VCALENDAR", re.I)
 
 
 def is_scratch(name: str) -> bool:
@@ -53,20 +53,13 @@ def is_scratch(name: str) -> bool:
 
 
 def looks_like_icalendar(data: bytes) -> bool:
-    return bool(_CALENDAR_START.match(data)) and b"END:VCALENDAR" in data.upper()
+    return bool(_CALENDAR_START.match(data)) and _CALENDAR_END.search(data) is not None
 
 
-@dataclass
-class LocalFile:
-    """Bytes held here: a scratch file, or an item or metadata file open for writing."""
-
-    data: bytearray
-    mtime_ns: int
-    base_etag: str | None = None  # the item's etag when it was opened: If-Match for the upload
-    dirty: bool = False
-    refs: int = 0
-    user_mtime: int | None = None  # set with utimens: carried to the item it becomes (rsync)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+def unfinished(data: bytes) -> bool:
+    """A calendar begun and not ended: `{ echo BEGIN:VCALENDAR; cat events; ... } > x.ics` closes
+    cat's copy of the file (a FLUSH) before the rest is written through the shell's."""
+    return bool(_CALENDAR_START.match(data)) and _CALENDAR_END.search(data) is None
 
 
 class Writer:
@@ -83,7 +76,7 @@ class Writer:
         if len(parts) != 2:
             return None
         cal = self.tree.find_calendar(parts[0])
-        return cal.local.get(parts[1]) if cal else None
+        return cal.shown_local(parts[1]) if cal else None
 
     def _target(self, path: str) -> tuple[Calendar, str]:
         self._check_writable()
@@ -140,9 +133,9 @@ class Writer:
             lf.mtime_ns = time.time_ns()
         return len(data)
 
-    def truncate(self, path: str, length: int, lf: LocalFile | None = None) -> None:
-        if lf is None:
-            lf = self.local(path)
+    def truncate(self, path: str | None, length: int, lf: LocalFile | None = None) -> None:
+        if lf is None and path is not None:
+            lf = self._held(path)
         if lf is not None:
             with lf.lock:
                 del lf.data[length:]
@@ -153,6 +146,8 @@ class Writer:
         # truncate(2) of a closed server item: change it and upload at once. The kernel turns
         # open(O_TRUNC) into truncate-to-0 then open: that write is based on what was read
         # before, not on the current version, so don't read it now.
+        if path is None:
+            raise NotFoundError("truncate of a removed file that is not open")
         opened = self.open(path, truncate=length == 0)
         try:
             self.truncate(path, length, opened)
@@ -160,13 +155,19 @@ class Writer:
         finally:
             self.release(path, opened)
 
-    def flush(self, path: str, lf: LocalFile) -> None:
-        """Upload a dirty item or metadata file (close and fsync come here)."""
+    def flush(self, path: str | None, lf: LocalFile, *, last: bool = False) -> None:
+        """Upload a dirty item or metadata file (close and fsync come here; ``last``: the kernel's
+        RELEASE, when no descriptor is left to write more)."""
+        if path is None:
+            return  # removed or replaced while open: its bytes go nowhere, as on a disk
         cal, name = self._target(path)
         with lf.lock:
-            if not lf.dirty or is_scratch(name):
+            if not lf.dirty or is_scratch(name) or cal.local.get(name) is not lf:
                 return
             data = bytes(lf.data)
+            if not last and unfinished(data):
+                log.debug("%s/%s: not uploaded yet, its END:VCALENDAR has not been written", cal.name, name)
+                return
             if name == META_DISPLAYNAME:
                 self._set_property(cal, name, data.decode("utf-8", "replace").rstrip("\r\n"))
             elif name == META_COLOR:
@@ -183,8 +184,8 @@ class Writer:
                     self.tree.set_mtime(cal, name, lf.user_mtime)
             lf.dirty = False
 
-    def release(self, path: str, lf: LocalFile) -> None:
-        parts = split_path(path)
+    def release(self, path: str | None, lf: LocalFile) -> None:
+        parts = split_path(path) if path is not None else []
         # No request here: release must always let go of its reference.
         cal = self.tree.known_calendar(parts[0]) if parts else None
         with self._lock:
@@ -286,6 +287,7 @@ class Writer:
                 raise NotFoundError(f"{path}: no such file")
             self.tree.client.delete(item.info.url, etag=item.info.etag)
             self.tree.after_delete(cal, name)
+            cal.local.pop(name, None)  # a descriptor still open on it writes to a removed file
 
     def link(self, src: str, dst: str) -> None:
         """khal, todoman, vdirsyncer: write a temp file, link it to NAME.ics, unlink the temp."""
@@ -310,6 +312,8 @@ class Writer:
             if lf is not None and (is_scratch(old_name) or self.tree.item(old_cal, old_name) is None):
                 self._rename_local(old_cal, old_name, new_cal, new_name, lf)
                 return
+            if lf is not None and lf.dirty:
+                self.flush(old, lf, last=True)  # what was written and not saved yet moves with it
             item = self.tree.item(old_cal, old_name)
             if item is None:
                 raise NotFoundError(f"{old}: no such file")
@@ -317,11 +321,33 @@ class Writer:
             if is_scratch(new_name):
                 # An editor moves the original aside (vim's backup): keep its bytes here,
                 # and the item goes from the server until the new version is written.
-                new_cal.local[new_name] = LocalFile(bytearray(data), time.time_ns())
                 self.tree.client.delete(item.info.url, etag=self.tree.base_etag(item))
                 self.tree.after_delete(old_cal, old_name)
+                old_cal.local.pop(old_name, None)
+                still_open = lf is not None and lf.refs > 0
+                new_cal.local[new_name] = lf if lf is not None and still_open else LocalFile(bytearray(data),
+                                                                                            time.time_ns())
                 return
             self._move_item(old_cal, old_name, new_cal, new_name, data, item.info.url, item.info.etag)
+            old_cal.local.pop(old_name, None)
+            self._follow(new_cal, new_name, lf, self.tree.base_etag(self.tree.item(new_cal, new_name)))
+
+    def _held(self, path: str) -> LocalFile | None:
+        """The file the write path holds under ``path``, shown or not (see Calendar.shown_local)."""
+        parts = split_path(path)
+        cal = self.tree.find_calendar(parts[0]) if len(parts) == 2 else None
+        return cal.local.get(parts[1]) if cal else None
+
+    @staticmethod
+    def _follow(cal: Calendar, name: str, lf: LocalFile | None, etag: str | None) -> None:
+        """After a rename onto ``name``: a file still open goes with its new name (what is written
+        to it later is saved there); what was held there before is replaced (a descriptor on it
+        writes to a removed file)."""
+        if lf is not None and lf.refs > 0:
+            lf.base_etag = etag
+            cal.local[name] = lf
+        else:
+            cal.local.pop(name, None)
 
     def _rename_local(self, old_cal: Calendar, old_name: str, new_cal: Calendar, new_name: str,
                       lf: LocalFile) -> None:
@@ -334,14 +360,22 @@ class Writer:
                 new_cal.local.pop(new_name, None)
                 self._carry_mtime(new_cal, new_name, lf)
             return
-        # rsync's and sed's temp file onto NAME.ics: upload, replacing what is there.
         existing = self.tree.item(new_cal, new_name)
+        if not lf.data:
+            # `touch a.ics; mv a.ics b.ics`: nothing to upload yet; an item can't be emptied.
+            if existing is not None:
+                raise RejectedError(f"/{new_cal.name}/{new_name}: an empty file can't replace an item")
+            del old_cal.local[old_name]
+            new_cal.local[new_name] = lf
+            return
+        # rsync's and sed's temp file onto NAME.ics: upload, replacing what is there.
         with lf.lock:
-            lf.base_etag = self._upload(new_cal, new_name, bytes(lf.data), self.tree.base_etag(existing))
+            etag = self._upload(new_cal, new_name, bytes(lf.data), self.tree.base_etag(existing))
             # The kernel may release the temp file after this rename, under its new name: what
             # is uploaded is not uploaded again (as a new file, which the server would refuse).
             lf.dirty = False
         del old_cal.local[old_name]
+        self._follow(new_cal, new_name, lf, etag)
         self._carry_mtime(new_cal, new_name, lf)
 
     def _carry_mtime(self, cal: Calendar, name: str, lf: LocalFile) -> None:
@@ -402,8 +436,11 @@ class Writer:
             return
         lf = cal.local.get(parts[1])
         if lf is not None:
-            lf.mtime_ns = lf.user_mtime = mtime_ns
-            return
+            lf.mtime_ns = lf.user_mtime = mtime_ns  # carried to the item when it is uploaded
+            if cal.shown_local(parts[1]) is lf:
+                return
+            # Uploaded already (shutil.copy2 and curl -R set the time after close(2), before
+            # the kernel's RELEASE): the item takes it now.
         self.tree.set_mtime(cal, parts[1], mtime_ns)
 
     # --- calendars --------------------------------------------------------------------

@@ -7,6 +7,7 @@ with what was written: both servers re-serialise what they are sent.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -192,6 +193,79 @@ def test_sed_in_place(fresh_server: servers.Server, mount_factory: Callable[...,
     assert_mount_shows_server(path, want)
     listed = set(os.listdir(m.path / "work"))
     assert listed == {expected_name(n) for n in cal.items} | {"displayname", "color"}, listed
+    assert conflict_files(cache, "work") == []
+
+
+def _requests(m: Mounted, method: str) -> int:
+    return int(json.loads(os.getxattr(m.path, "user.caldavfs.stats"))["by_method"].get(method, 0))
+
+
+def test_sed_in_place_while_the_file_is_open(fresh_server: servers.Server, mount_factory: Callable[..., Mounted],
+                                             tmp_path: Path) -> None:
+    """`sed -i` on a file another program holds open (less, tail -f): an update (PUT with If-Match),
+    not a DELETE and a new item; the open file keeps reading the version it opened, as on a disk."""
+    srv = fresh_server
+    cal = srv.dataset["work"]
+    m, cache = mount_rw(mount_factory, srv, tmp_path)
+    path = m.path / "work" / "team meeting.ics"
+    before = path.read_bytes()
+    with open(path, "rb") as reader:
+        deletes = _requests(m, "DELETE")
+        run(["sed", "-i", "s/^SUMMARY:Team meeting/SUMMARY:Team lunch/", str(path)])
+        assert _requests(m, "DELETE") == deletes
+        assert reader.read() == before
+        assert reader.seek(0, os.SEEK_END) == len(before)  # a GETATTR with the open file's handle
+    want = server_body(srv, cal.url, "team meeting.ics")
+    assert b"SUMMARY:Team lunch" in want
+    assert_mount_shows_server(path, want)
+    assert set(os.listdir(m.path / "work")) == {expected_name(n) for n in cal.items} | {"displayname", "color"}
+    assert conflict_files(cache, "work") == []
+
+
+def test_writes_to_a_removed_open_file_go_nowhere(fresh_server: servers.Server,
+                                                  mount_factory: Callable[..., Mounted], tmp_path: Path) -> None:
+    srv = fresh_server
+    cal = srv.dataset["work"]
+    m, cache = mount_rw(mount_factory, srv, tmp_path)
+    path = m.path / "work" / "team meeting.ics"
+    body = path.read_bytes().replace(b"SUMMARY:Team meeting", b"SUMMARY:Team lunch")
+    puts = _requests(m, "PUT")
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.unlink(path)
+        assert os.write(fd, body) == len(body)
+        os.ftruncate(fd, 10)  # reaches caldavfs with its open file: libfuse knows it by no name now
+    finally:
+        os.close(fd)
+    assert _requests(m, "PUT") == puts
+    assert "team meeting.ics" not in server_names(srv, cal.url)
+    assert "team meeting.ics" not in os.listdir(m.path / "work")
+    assert conflict_files(cache, "work") == []
+
+
+def test_a_temp_file_cut_short_after_its_rename(fresh_server: servers.Server,
+                                                mount_factory: Callable[..., Mounted], tmp_path: Path) -> None:
+    """write, fsync, rename into place, rewrite shorter, ftruncate(fd), close: the last bytes are
+    saved (ftruncate reaches caldavfs with its open file, not by a name that moved)."""
+    srv = fresh_server
+    cal = srv.dataset["work"]
+    m, cache = mount_rw(mount_factory, srv, tmp_path)
+    path = m.path / "work" / "team meeting.ics"
+    body = path.read_bytes().replace(b"SUMMARY:Team meeting", b"SUMMARY:Team lunch")
+    shorter = body.replace(b"SUMMARY:Team lunch", b"SUMMARY:Lunch")
+    temp = m.path / "work" / ".team meeting.ics.new"
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+        os.rename(temp, path)
+        os.pwrite(fd, shorter, 0)
+        os.ftruncate(fd, len(shorter))
+    finally:
+        os.close(fd)
+    want = server_body(srv, cal.url, "team meeting.ics")
+    assert b"SUMMARY:Lunch" in want and want.count(b"END:VCALENDAR") == 1
+    assert_mount_shows_server(path, want)
     assert conflict_files(cache, "work") == []
 
 
