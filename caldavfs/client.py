@@ -201,7 +201,7 @@ class WholeAnswer:
     """A cold calendar's answers (``Client.start_whole``): the calendar-query's body, or why it
     failed; the PROPFIND's listing, without etags (None when the query failed)."""
 
-    query: bytes | CaldavfsError
+    query: x.DataAnswer | bytes | CaldavfsError  # bytes: read where it is used (and refused there)
     listing: dict[str, ItemInfo] | None
 
 
@@ -601,10 +601,26 @@ class Client:
 
     def _whole(self, calendar_url: str, answered: Callable[[], None] | None) -> WholeAnswer:
         try:
-            body: bytes | CaldavfsError = self._query(calendar_url)
+            body = self._query(calendar_url)
         except (DavError, InvalidResponseError, TransportError) as exc:
             return WholeAnswer(exc, None)  # list_whole lists in full
-        return WholeAnswer(body, self.list_items(calendar_url, lite=True, answered=answered))
+        # The PROPFIND goes out on its own thread, and the query's answer is read here while the
+        # server works on it (Radicale: 0.15 s per 1,700 items; reading the answer: 0.05 s).
+        listing: Future[dict[str, ItemInfo]] = Future()
+
+        def propfind() -> None:
+            try:
+                listing.set_result(self.list_items(calendar_url, lite=True, answered=answered))
+            except BaseException as exc:  # handed to the thread that waits for it
+                listing.set_exception(exc)
+
+        threading.Thread(target=propfind, name="caldavfs-query-propfind", daemon=True).start()
+        query: x.DataAnswer | bytes
+        try:
+            query = x.iter_data_answer(body, _QUERY + calendar_url)
+        except InvalidResponseError:
+            query = body  # fetch_all refuses it again, and fetches the data another way
+        return WholeAnswer(query, listing.result())
 
     def list_whole(self, calendar_url: str, started: Future[WholeAnswer]) -> Listing:
         """A calendar listed cold, with its data, from the answers ``start_whole`` asked for: etags,
@@ -651,8 +667,8 @@ class Client:
         # Parsed by whoever takes the answer: a listing sent ahead holds only these bytes.
         return self.session.request("REPORT", calendar_url, body=x.calendar_query(), depth="1", ok=(207,)).body
 
-    def fetch_all(self, calendar_url: str, items: Sequence[ItemInfo],
-                  answer: bytes | CaldavfsError | None = None) -> Iterator[tuple[ItemInfo, str, bytes]]:
+    def fetch_all(self, calendar_url: str, items: Sequence[ItemInfo], answer: x.DataAnswer | bytes | CaldavfsError
+                  | None = None) -> Iterator[tuple[ItemInfo, str, bytes]]:
         """Exact bytes of ``items``, most of a calendar: all of it in one calendar-query REPORT
         (Radicale: 0.26 s for 1,700 items, against 0.38 s in multigets of 100 to 400; its
         ``answer`` already, if given: the body, or why it failed), then by multiget what that
@@ -669,7 +685,8 @@ class Client:
                 self._query_failed(calendar_url, exc)
             else:
                 try:
-                    got, pending = self._take(calendar_url, x.iter_data_answer(body, _QUERY + calendar_url), items)
+                    read = body if isinstance(body, x.DataAnswer) else x.iter_data_answer(body, _QUERY + calendar_url)
+                    got, pending = self._take(calendar_url, read, items)
                 except InvalidResponseError as exc:  # found bad while it was read
                     self._query_failed(calendar_url, exc)
                     got = []

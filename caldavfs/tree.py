@@ -106,6 +106,7 @@ class Tree:
         self._changes = 0
         self._walked_at = float("-inf")
         self._walk_reach = -1  # the furthest calendar, in name order, a walking reader listed
+        self._lead: Calendar | None = None  # the mount's first listing: the next one follows it
 
     # --- public API (what fs.py calls) ------------------------------------------------
 
@@ -395,6 +396,11 @@ class Tree:
         if self._folder_mtimes and cal.info.mtime_ns is not None:
             cal.server_folder_mtime = True
             return
+        if self._folder_mtimes is None:
+            # The mount's first listing, which the root's stat waits for: what stats the root goes
+            # on to read calendars (rsync, find, khal), so the next one's listing follows this one
+            # to the server (rsync reads it before it copies anything: 0.1 s sooner, 6,000 items).
+            self._lead = cal
         self._ensure_listed(cal)
 
     def _judge_folder_mtimes(self, cal: Calendar) -> None:
@@ -617,12 +623,16 @@ class Tree:
         return Whole(answers, cal.info.change_tag, self._clock()) if answers is not None else None
 
     def _send_ahead(self, cal: Calendar) -> None:
-        """In a walk, send the next calendar's cold listing now, if the walk will list it: the
-        server then never waits for this side between two calendars. Listings sent ahead that
-        the walk never took are dropped (they hold a whole calendar's answer)."""
+        """In a walk, or after the mount's first listing, send the next calendar's cold listing
+        now, if the walk will list it: the server then never waits for this side between two
+        calendars. Listings sent ahead that nobody took are dropped (they hold a whole
+        calendar's answer)."""
         self._drop_unused_sent_ahead()
         at, nxt = self._next_calendar(cal)
-        if nxt is None or nxt.listed or not self._walk_wants(at):
+        first = self._lead is cal
+        if first:
+            self._lead = None
+        if nxt is None or nxt.listed or not (first or self._walk_wants(at)):
             return
         if not nxt.lock.acquire(blocking=False):
             return  # being listed already

@@ -76,15 +76,17 @@ def test_server_stopped_then_back(tmp_path: Path) -> None:
         for i in range(4):
             servers.put_item(server, work, f"w{i}.ics", servers.make_event(f"w{i}@t", f"Work {i}" + "!" * i))
         # Listing a calendar fetches its data (sizes come from it), so only a calendar never
-        # listed has nothing cached: after "work" in name order, and listed by no walk (the root
-        # is read after "work" was), so nothing lists it before the server stops.
+        # listed has nothing cached: two after "work" in name order (the mount's first listing
+        # sends the next one's ahead), and listed by no walk (the root is read after "work"
+        # was), so nothing lists it before the server stops.
+        servers.mkcalendar(server, "x-middle", "Middle")
         other = servers.mkcalendar(server, "zother", "Other")
         servers.put_item(server, other, "never-read.ics", servers.make_event("nr@t", "never read"))
 
         with mount(server, ttl=TTL, extra_args=["--timeout", str(TIMEOUT)], workdir=tmp_path / "m") as m:
             mnt = m.path
             names = sorted(os.listdir(mnt / "work"))
-            assert sorted(os.listdir(mnt)) == ["work", "zother"]
+            assert sorted(os.listdir(mnt)) == ["work", "x-middle", "zother"]
             assert [n for n in names if n.endswith(".ics")] == [f"w{i}.ics" for i in range(4)]
             cached = {n: (mnt / "work" / n).read_bytes() for n in names}
 
@@ -95,7 +97,7 @@ def test_server_stopped_then_back(tmp_path: Path) -> None:
             for _round in range(2):
                 rc, out, err, took = timed(["ls", "-1", str(mnt)], budget)
                 assert rc == 0, err
-                assert sorted(out.decode().split()) == ["work", "zother"]
+                assert sorted(out.decode().split()) == ["work", "x-middle", "zother"]
                 rc, out, err, took = timed(["ls", "-1", str(mnt / "work")], budget)
                 assert rc == 0, err
                 assert sorted(out.decode().split()) == names, "a cached listing changed while the server was away"

@@ -176,6 +176,8 @@ def test_a_walk_lists_the_next_calendars_behind_the_reader(bulk: Bulk) -> None:
     assert list(dict.fromkeys(name for name, _ in listings)) == names
     assert len(listings) == len(names) + (2 if bulk.server.kind == "sabredav" else 0), listings
     assert all(thread.startswith(AHEAD) for name, thread in listings if name != BULK), listings
+    queries = [(s.path.rstrip("/").rsplit("/", 1)[-1], s.thread) for s in sent if s.method == "REPORT"]
+    assert all(thread.startswith(AHEAD) for name, thread in queries if name in names[1:]), queries
     before = -1
     while before != len(sent):  # until the background is done (Xandikos GETs an item or two)
         before = len(sent)
@@ -184,6 +186,29 @@ def test_a_walk_lists_the_next_calendars_behind_the_reader(bulk: Bulk) -> None:
         tree.readdir(f"/{name}")
     time.sleep(0.3)
     assert sent[before:] == [], "listed behind the reader: reading them asks nothing again"
+
+
+def test_the_mounts_first_listing_sends_the_next_one_ahead(bulk: Bulk) -> None:
+    """The root's first stat lists the first calendar (whether folder mtimes can come from the
+    home-set); the next calendar's listing follows it to the server, and no other."""
+    tree = _tree(bulk.server)
+    sent = _spy_requests(tree)
+    tree.getattr("/")
+    bulk_cal, home = tree.calendar(BULK), tree.calendar("home")
+    assert bulk_cal.listed
+    assert servers.wait_for(lambda: home.listed or (home.sent_ahead is not None and home.sent_ahead.answers.done()))
+    time.sleep(0.3)
+    if tree.calendar("tasks").listed:
+        # No folder mtimes in the home-set (Xandikos, SabreDAV): the root's stat lists them all.
+        assert all(tree.calendar(n).listed for n in ("home", "tasks", "work"))
+        return
+    assert [n for n in ("tasks", "work") if _to(sent, n)] == [], "listed further ahead than the next calendar"
+    assert all(s.thread.startswith(AHEAD) for s in _to(sent, "home")), _to(sent, "home")
+    before = len(sent)
+    names = {name for name, _ in tree.readdir("/home")} - {"displayname", "color"}
+    assert names == {n if n.endswith(".ics") else n + ".ics" for n in bulk.server.dataset["home"].items}
+    if bulk.server.kind != "sabredav":  # SabreDAV's first answer shows no CRs: listed again, with lengths
+        assert sent[before:] == [], "the listing sent ahead was not used"
 
 
 def test_no_walk_without_the_root(bulk: Bulk) -> None:
