@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -154,8 +155,10 @@ def test_demo_mounts_sample_calendars_and_ends_cleanly_on_signal(tmp_path: Path,
     scratch = tmp_path / "tmp"  # the demo's server storage goes into $TMPDIR
     scratch.mkdir()
     env = {**cli_env(None, tmp_path / "cache"), "TMPDIR": str(scratch)}
+    # Its own session: if the test fails midway, the demo's Radicale goes with it (see finally).
     proc = subprocess.Popen([CALDAVFS, "demo", str(mnt), "--items", "30"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     try:
         wait_mounted(proc, mnt)
         assert proc.stdout is not None
@@ -184,7 +187,7 @@ def test_demo_mounts_sample_calendars_and_ends_cleanly_on_signal(tmp_path: Path,
             pass  # the demo's Radicale stopped with it
         assert list(scratch.iterdir()) == []  # and its storage is gone
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started: the demo and its server
+        proc.wait(10)
         unmount(mnt)
