@@ -15,6 +15,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +46,9 @@ from caldavfs.tree import Tree
 from caldavfs.writer import LocalFile, Writer
 
 log = logging.getLogger(__name__)
+
+# libfuse passes {0, UTIME_NOW/UTIME_OMIT}; mfusepy (use_ns) makes them these nanosecond counts.
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 
 STATS_XATTR = "user.caldavfs.stats"
 
@@ -283,7 +287,7 @@ class CaldavFS(Operations):
             handle = self._handles.pop(fh, None)
         if handle is not None and handle.local is not None:
             try:
-                self.writer.flush(path, handle.local, last=True)
+                self.writer.flush(path, handle.local, last=handle.local.refs <= 1)
             finally:
                 self.writer.release(path, handle.local)
         return 0
@@ -379,8 +383,8 @@ class CaldavFS(Operations):
     def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> int:
         if self.writer.read_only:
             raise FuseOSError(errno.EROFS)
-        if times is not None and path is not None:  # None: a removed file, whose time nobody sees
-            self.writer.set_mtime(path, times[1])
+        if times is not None and path is not None and times[1] != _UTIME_OMIT:
+            self.writer.set_mtime(path, time.time_ns() if times[1] == _UTIME_NOW else times[1])
         return 0
 
     @_errno_guard

@@ -117,6 +117,11 @@ class Writer:
                 mtime = item.shown_mtime if item is not None and not truncate else time.time_ns()
                 lf = LocalFile(bytearray(data), mtime, base_etag=self.tree.base_etag(item))
                 cal.local[name] = lf
+            elif cal.shown_local(name) is not lf and not truncate:
+                # Uploaded, RELEASE still on its way: the mount shows the stored version; so
+                # does this open file (an O_APPEND write lands at the size the kernel was shown).
+                with lf.lock:
+                    lf.data[:] = self.tree.read_file(path)
             if truncate:
                 lf.data.clear()
                 lf.dirty = True
@@ -151,7 +156,7 @@ class Writer:
         opened = self.open(path, truncate=length == 0)
         try:
             self.truncate(path, length, opened)
-            self.flush(path, opened)
+            self.flush(path, opened, last=True)  # nothing else holds it: now or never
         finally:
             self.release(path, opened)
 
@@ -375,8 +380,8 @@ class Writer:
             # is uploaded is not uploaded again (as a new file, which the server would refuse).
             lf.dirty = False
         del old_cal.local[old_name]
-        self._follow(new_cal, new_name, lf, etag)
         self._carry_mtime(new_cal, new_name, lf)
+        self._follow(new_cal, new_name, lf, etag)  # last: the rename has taken effect
 
     def _carry_mtime(self, cal: Calendar, name: str, lf: LocalFile) -> None:
         # rsync sets the time on its temp file before renaming it into place.

@@ -354,3 +354,53 @@ def test_an_empty_file_moves_and_cannot_replace_an_item(fresh_server: servers.Se
     assert _errno(lambda: fs.rename("/work/b.ics", TARGET)) == errno.EINVAL
     assert _stored(srv) == original and "b.ics" in _listed(fs)
     assert _kept(tmp_path) == []
+
+
+def test_truncate_by_path_that_cuts_the_end_is_kept(fresh_server: servers.Server, tmp_path: Path) -> None:
+    """`truncate -s N x.ics` on a closed item: nothing else holds it, so an unfinished calendar is
+    refused now (EINVAL, the bytes kept), not held back for a close that never comes."""
+    srv, fs = fresh_server, _ops(fresh_server, tmp_path)
+    original = _stored(srv)
+    body = _read_all(fs, TARGET)
+    cut = body.index(b"END:VCALENDAR")
+    assert _errno(lambda: fs.truncate(TARGET, cut)) == errno.EINVAL
+    assert "team meeting.ics" not in fs.tree.calendar("work").local
+    assert _read_all(fs, TARGET) == original == _stored(srv)
+    assert [p.read_bytes() for p in _kept(tmp_path)] == [body[:cut]]
+
+
+def test_one_writers_release_leaves_another_writers_calendar_alone(
+        fresh_server: servers.Server, tmp_path: Path) -> None:
+    """Two opens of one file (`exec 3>x.ics`, then a `>>`): the first RELEASE is not the last
+    close, so its unfinished calendar waits for the other writer."""
+    srv, fs = fresh_server, _ops(fresh_server, tmp_path)
+    body = _edited(fs)
+    cut = body.index(b"END:VCALENDAR")
+    fh1 = fs.open(TARGET, os.O_WRONLY | os.O_TRUNC)
+    fs.write(TARGET, body[:cut], 0, fh1)
+    fh2 = fs.open(TARGET, os.O_WRONLY | os.O_APPEND)
+    fs.flush(TARGET, fh1)
+    fs.release(TARGET, fh1)
+    fs.write(TARGET, body[cut:], cut, fh2)
+    fs.flush(TARGET, fh2)
+    fs.release(TARGET, fh2)
+    assert b"SUMMARY:Team lunch" in _stored(srv)
+    assert _kept(tmp_path) == []
+
+
+def test_a_write_open_before_the_last_release_starts_from_what_the_mount_shows(
+        fresh_server: servers.Server, tmp_path: Path) -> None:
+    """Uploaded, RELEASE still on its way: stat shows the stored version (servers rewrite LF as
+    CRLF), so a second open for writing reads that too; an O_APPEND write lands at its end."""
+    srv, fs = fresh_server, _ops(fresh_server, tmp_path)
+    body = servers.make_event("lf@caldavfs.test", "LF only").replace(b"\r\n", b"\n")
+    fh1 = fs.create("/work/lf.ics", 0o600)
+    fs.write("/work/lf.ics", body, 0, fh1)
+    fs.flush("/work/lf.ics", fh1)
+    shown = fs.getattr("/work/lf.ics")["st_size"]
+    fh2 = fs.open("/work/lf.ics", os.O_RDWR)
+    assert fs.read("/work/lf.ics", 1 << 20, 0, fh2) == _stored(srv, "lf.ics")
+    assert len(_stored(srv, "lf.ics")) == shown
+    fs.release("/work/lf.ics", fh2)
+    fs.release("/work/lf.ics", fh1)
+    assert _kept(tmp_path) == []

@@ -6,6 +6,7 @@ with what was written: both servers re-serialise what they are sent.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -267,6 +268,53 @@ def test_a_temp_file_cut_short_after_its_rename(fresh_server: servers.Server,
     assert b"SUMMARY:Lunch" in want and want.count(b"END:VCALENDAR") == 1
     assert_mount_shows_server(path, want)
     assert conflict_files(cache, "work") == []
+
+
+def test_append_before_the_last_release(fresh_server: servers.Server, mount_factory: Callable[..., Mounted],
+                                       tmp_path: Path) -> None:
+    """A file written with LF (servers store CRLF, which is longer), its RELEASE held back by a
+    second descriptor, then `>>`: the append lands at the end of what the mount shows."""
+    srv = fresh_server
+    cal = srv.dataset["work"]
+    m, cache = mount_rw(mount_factory, srv, tmp_path)
+    path = m.path / "work" / "lf.ics"
+    body = servers.make_event("lf@caldavfs.test", "LF only").replace(b"\r\n", b"\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, body)
+    held = os.dup(fd)
+    os.close(fd)  # FLUSH: uploaded; no RELEASE while `held` is open
+    try:
+        stored = server_body(srv, cal.url, "lf.ics")
+        assert os.stat(path).st_size == len(stored)
+        appender = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(appender, b"X-NOTE:appended\n")
+        finally:
+            with contextlib.suppress(OSError):  # a line after END:VCALENDAR: the server may refuse it
+                os.close(appender)
+    finally:
+        os.close(held)
+    now = server_body(srv, cal.url, "lf.ics")
+    assert b"\0" not in now
+    assert_mount_shows_server(path, now)
+    kept = [p.read_bytes() for p in conflict_files(cache, "work")]
+    assert kept in ([], [stored + b"X-NOTE:appended\n"]), kept  # refused: kept as written, no gap
+
+
+def test_touch_sets_and_leaves_an_items_time(fresh_server: servers.Server, mount_factory: Callable[..., Mounted],
+                                            tmp_path: Path) -> None:
+    """GNU touch opens the file for writing and sets times through it (futimens): `touch -d` sets
+    the mtime; `touch -a` (UTIME_OMIT for the mtime) leaves it alone."""
+    srv = fresh_server
+    m, _cache = mount_rw(mount_factory, srv, tmp_path)
+    path = m.path / "work" / "team meeting.ics"
+    before = os.stat(path).st_mtime_ns
+    run(["touch", "-a", str(path)])
+    time.sleep(SETTLE)
+    assert os.stat(path).st_mtime_ns == before
+    run(["touch", "-d", "@1600000000", str(path)])
+    time.sleep(SETTLE)
+    assert os.stat(path).st_mtime_ns == 1_600_000_000 * 10**9
 
 
 def test_vim_style_save_temp_and_rename(fresh_server: servers.Server, mount_factory: Callable[..., Mounted],
