@@ -106,7 +106,7 @@ class Tree:
         self._changes = 0
         self._walked_at = float("-inf")
         self._walk_reach = -1  # the furthest calendar, in name order, a walking reader listed
-        self._lead: Calendar | None = None  # the mount's first listing: the next one follows it
+        self._lead: Calendar | None = None  # the root's first listing: the next one follows it
 
     # --- public API (what fs.py calls) ------------------------------------------------
 
@@ -384,7 +384,16 @@ class Tree:
             # The root's mtime is the newest calendar's: stable across runs, so a repeated
             # rsync leaves the backup's top folder alone.
             cal = cals[name]
-            self._folder_ready(cal)
+            if self._folder_mtimes is None:
+                # The mount's first listing, which the root's stat waits for: what stats the root
+                # goes on to read calendars (rsync, find), so the next one's listing follows this
+                # one to the server (rsync reads it before it copies anything: 0.1 s sooner at
+                # 6,000 items). Not for a calendar's own stat (`ls -l mnt/work`).
+                self._lead = cal
+            try:
+                self._folder_ready(cal)
+            finally:
+                self._lead = None  # taken by then, if it was listed cold
             mtime = max(mtime, cal.shown_mtime)
         return Node("dir", 1, 0, mtime, nlink=2 + len(cals))
 
@@ -396,11 +405,6 @@ class Tree:
         if self._folder_mtimes and cal.info.mtime_ns is not None:
             cal.server_folder_mtime = True
             return
-        if self._folder_mtimes is None:
-            # The mount's first listing, which the root's stat waits for: what stats the root goes
-            # on to read calendars (rsync, find, khal), so the next one's listing follows this one
-            # to the server (rsync reads it before it copies anything: 0.1 s sooner, 6,000 items).
-            self._lead = cal
         self._ensure_listed(cal)
 
     def _judge_folder_mtimes(self, cal: Calendar) -> None:
@@ -623,7 +627,7 @@ class Tree:
         return Whole(answers, cal.info.change_tag, self._clock()) if answers is not None else None
 
     def _send_ahead(self, cal: Calendar) -> None:
-        """In a walk, or after the mount's first listing, send the next calendar's cold listing
+        """In a walk, or after the root's first listing, send the next calendar's cold listing
         now, if the walk will list it: the server then never waits for this side between two
         calendars. Listings sent ahead that nobody took are dropped (they hold a whole
         calendar's answer)."""

@@ -76,7 +76,7 @@ def test_server_stopped_then_back(tmp_path: Path) -> None:
         for i in range(4):
             servers.put_item(server, work, f"w{i}.ics", servers.make_event(f"w{i}@t", f"Work {i}" + "!" * i))
         # Listing a calendar fetches its data (sizes come from it), so only a calendar never
-        # listed has nothing cached: two after "work" in name order (the mount's first listing
+        # listed has nothing cached: two after "work" in name order (the root's first listing
         # sends the next one's ahead), and listed by no walk (the root is read after "work"
         # was), so nothing lists it before the server stops.
         servers.mkcalendar(server, "x-middle", "Middle")
