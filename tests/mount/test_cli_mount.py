@@ -92,6 +92,17 @@ def wait_mounted(proc: subprocess.Popen[str], mnt: Path, timeout: float = 30) ->
     raise AssertionError(f"{mnt} did not show up in /proc/mounts within {timeout} s")
 
 
+def end_by_signal(proc: subprocess.Popen[str], mnt: Path, sig: signal.Signals, what: str) -> str:
+    """Send ``sig``; the process must exit within 15 s and leave nothing mounted. Returns its stderr."""
+    proc.send_signal(sig)
+    try:
+        _out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{what} did not exit within 15 s of {sig.name}") from None
+    assert not is_mounted(mnt), f"{mnt} is still mounted after {sig.name}"
+    return err
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_foreground_mount_ends_cleanly_on_signal(radicale: servers.Server, tmp_path: Path,
                                                 sig: signal.Signals) -> None:
@@ -105,12 +116,7 @@ def test_foreground_mount_ends_cleanly_on_signal(radicale: servers.Server, tmp_p
         wait_mounted(proc, mnt)
         assert sorted(os.listdir(mnt)) == sorted(radicale.dataset)
         assert (mnt / "home" / "dentist.ics").read_bytes() == radicale.dataset["home"].items["dentist.ics"].body
-        proc.send_signal(sig)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"caldavfs -f did not exit within 15 s of {sig.name}") from None
-        assert not is_mounted(mnt), f"{mnt} is still mounted after {sig.name}"
+        err = end_by_signal(proc, mnt, sig, "caldavfs -f")
         assert proc.returncode >= 0, f"killed by signal {-proc.returncode} instead of exiting"
         assert proc.returncode in (0, 128 + sig), proc.returncode
         assert TRACEBACK not in err, err
@@ -175,12 +181,7 @@ def test_demo_mounts_sample_calendars_and_ends_cleanly_on_signal(tmp_path: Path,
             assert data.startswith(b"BEGIN:VCALENDAR") and len(data) == f.stat().st_size, f
         assert any(scratch.iterdir())
 
-        proc.send_signal(sig)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"caldavfs demo did not exit within 15 s of {sig.name}") from None
-        assert not is_mounted(mnt), f"{mnt} is still mounted after {sig.name}"
+        err = end_by_signal(proc, mnt, sig, "caldavfs demo")
         assert proc.returncode == 0, (proc.returncode, err)
         assert TRACEBACK not in err, err
         with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
