@@ -126,6 +126,11 @@ class Handle:
     changes: int = -1  # the tree's change count when ``data`` was read
     ino: int = 0  # its inode, once stat'ed: fstat(2) after the file was removed (hard_remove)
 
+    @property
+    def size(self) -> int:
+        """The size of the bytes this open file reads."""
+        return len(self.local.data) if self.local is not None else len(self.data)
+
 
 class CaldavFS(Operations):
     """The mount: reads from a ``Tree``, writes through a ``Writer``."""
@@ -198,7 +203,7 @@ class CaldavFS(Operations):
             handle.ino = attrs["st_ino"]
             # fstat(2) on an open file: the size of the bytes this open file reads, even when
             # the item changed on the server since (the kernel re-asks before reading past it).
-            size = len(handle.local.data) if handle.local is not None else len(handle.data)
+            size = handle.size
             if size != attrs["st_size"] and handle.local is None:
                 # This answer is this open file's alone: the kernel must not keep it for the
                 # path (invalidating now makes it drop the reply that is on its way).
@@ -210,9 +215,8 @@ class CaldavFS(Operations):
         """fstat(2) of an open file removed or replaced since (libfuse gives no path then)."""
         if handle is None:
             raise FuseOSError(errno.EBADF)
-        size = len(handle.local.data) if handle.local is not None else len(handle.data)
         mtime = handle.local.mtime_ns if handle.local is not None else 0
-        return {**self._stat(Node("file", handle.ino, size, mtime)), "st_nlink": 0}
+        return {**self._stat(Node("file", handle.ino, handle.size, mtime)), "st_nlink": 0}
 
     @_errno_guard
     def readdir(self, path: str, fh: int) -> list[Any]:

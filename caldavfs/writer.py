@@ -329,9 +329,9 @@ class Writer:
                 self.tree.client.delete(item.info.url, etag=self.tree.base_etag(item))
                 self.tree.after_delete(old_cal, old_name)
                 old_cal.local.pop(old_name, None)
-                still_open = lf is not None and lf.refs > 0
-                new_cal.local[new_name] = lf if lf is not None and still_open else LocalFile(bytearray(data),
-                                                                                            time.time_ns())
+                if lf is None or lf.refs == 0:  # else still open: it goes with its new name
+                    lf = LocalFile(bytearray(data), time.time_ns())
+                new_cal.local[new_name] = lf
                 return
             self._move_item(old_cal, old_name, new_cal, new_name, data, item.info.url, item.info.etag)
             old_cal.local.pop(old_name, None)
